@@ -1,0 +1,52 @@
+// experiments/run_record.h -- the run directory: resolved config, meta.json, metrics.jsonl.
+// What a run records so it can be reproduced and compared; checkpoints live in trainer/.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace lmforge::config {
+class Section;
+}
+
+namespace lmforge::experiments {
+
+struct RunConfig {
+  std::string name;                 // required: groups runs under <output_dir>/<name>/
+  int64_t seed = 1234;              // global seed: weights, data order
+  std::string output_dir = "runs";  // root of run directories, relative to the working dir
+};
+void read_run_config(config::Section& s, RunConfig& c);
+
+struct LoggingConfig {
+  std::string progress = "auto";  // auto: a live line on a terminal, a line per log_every otherwise
+};
+void read_logging_config(config::Section& s, LoggingConfig& c);
+
+class RunRecord {
+ public:
+  // Creates <output_dir>/<name>/<run_id>/ with config.yaml and meta.json (status: running).
+  static RunRecord create(const RunConfig& run, const std::string& resolved_yaml,
+                          const std::vector<std::string>& argv);
+
+  const std::string& dir() const { return dir_; }
+  const std::string& run_id() const { return run_id_; }
+  void set_meta(const std::string& key, const nlohmann::json& value);  // rewrites meta.json
+  void append_metrics(const nlohmann::json& row);                      // one line, flushed
+  void finish(const std::string& status, const std::string& error = "");
+
+ private:
+  void write_meta();
+  std::string dir_, run_id_;
+  std::string meta_text_;  // meta.json as last written (kept as text to keep json out of here)
+  std::ofstream metrics_;
+};
+
+// Writes `text` to `path` through a temp file and a rename: readers never see half a file.
+void write_file_atomic(const std::string& path, const std::string& text);
+
+}  // namespace lmforge::experiments

@@ -1,0 +1,53 @@
+// parallel/launcher.cpp -- launcher environment variables and CPU thread budgeting.
+// No MPI calls here: this runs before any communicator exists.
+#include "parallel/launcher.h"
+
+#include <dlfcn.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "trainer/config_reader.h"
+
+namespace lmforge::parallel {
+
+void read_parallel_config(config::Section& s, ParallelConfig& c) {
+  s.field("threads", c.threads, config::at_least(0));
+}
+
+static int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
+LaunchEnv detect_launch_env() {
+  LaunchEnv env;
+  if (std::getenv("OMPI_COMM_WORLD_SIZE")) {
+    env.launcher = "openmpi";
+    env.rank = env_int("OMPI_COMM_WORLD_RANK", 0);
+    env.world_size = env_int("OMPI_COMM_WORLD_SIZE", 1);
+    env.local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", 0);
+    env.local_size = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1);
+  } else if (std::getenv("SLURM_PROCID") && std::getenv("SLURM_NTASKS")) {
+    env.launcher = "slurm";
+    env.rank = env_int("SLURM_PROCID", 0);
+    env.world_size = env_int("SLURM_NTASKS", 1);
+    env.local_rank = env_int("SLURM_LOCALID", 0);
+    env.local_size = env_int("SLURM_NTASKS_PER_NODE", env.world_size);
+  }
+  return env;
+}
+
+int configure_threads(const ParallelConfig& c, const LaunchEnv& env) {
+  int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = c.threads > 0 ? static_cast<int>(c.threads) : std::max(1, cores / std::max(1, env.local_size));
+  torch::set_num_threads(threads);
+  // OpenBLAS (Debian's libopenblas0-pthread) keeps its own pool; size it to the same budget.
+  using SetThreads = void (*)(int);
+  if (auto set_blas = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
+    set_blas(threads);
+  return threads;
+}
+
+}  // namespace lmforge::parallel

@@ -1,0 +1,31 @@
+// parallel/launcher.h -- who started us (single process, OpenMPI, Slurm), our rank, and how
+// many CPU threads each rank gets. Communicators and grids come with data parallelism.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace lmforge::config {
+class Section;
+}
+
+namespace lmforge::parallel {
+
+struct ParallelConfig {
+  int64_t threads = 0;  // intra-op CPU threads per rank; 0 (auto): cores per node / ranks per node
+};
+void read_parallel_config(config::Section& s, ParallelConfig& c);
+
+struct LaunchEnv {
+  std::string launcher = "single";  // single | openmpi | slurm
+  int rank = 0, world_size = 1, local_rank = 0, local_size = 1;
+};
+
+// Reads OMPI_COMM_WORLD_* or SLURM_* variables; a plain process is rank 0 of 1.
+LaunchEnv detect_launch_env();
+
+// Sets LibTorch's intra-op threads and OpenBLAS's threads together (both at once
+// oversubscribe the cores) and returns the count used.
+int configure_threads(const ParallelConfig& c, const LaunchEnv& env);
+
+}  // namespace lmforge::parallel

@@ -1,0 +1,96 @@
+// tests/trainer/trainer_test.cpp -- the training loop in-process: loss falls, identical seeds give
+// bit-identical losses (fp32 and bf16), a non-finite loss stops the run, eval perplexity = exp(loss).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "data/text_dataset.h"
+#include "data/tokenizer.h"
+#include "trainer/errors.h"
+#include "trainer/trainer.h"
+
+using namespace lmforge;
+using namespace lmforge::trainer;
+
+namespace {
+
+torch::Tensor synthetic_corpus() {
+  // Structured, learnable text: a few sentences recombined by a fixed LCG.
+  const char* words[] = {"the cat ", "sat on ", "a mat ", "and the ", "dog ran ", "far away. "};
+  std::string text;
+  uint32_t state = 7;
+  for (int i = 0; i < 3000; ++i) {
+    state = state * 1664525u + 1013904223u;
+    text += words[(state >> 16) % 6];
+  }
+  auto ids = data::ByteTokenizer().encode(text);
+  return torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong);
+}
+
+struct TinyRun {
+  std::vector<double> losses;
+  EvalResult eval;
+};
+
+TinyRun train_tiny(const std::string& precision, int64_t steps, bool poison = false) {
+  torch::manual_seed(5);
+  ModelConfig mc;
+  mc.arch = "llama";
+  mc.hidden_size = 48;
+  mc.n_layers = 2;
+  mc.n_heads = 4;
+  mc.n_kv_heads = 2;
+  mc.max_seq_len = 32;
+  auto model = build_model(mc);
+  if (poison) {
+    torch::NoGradGuard no_grad;
+    model->named_parameters()["model.norm.weight"].fill_(std::nan(""));
+  }
+  TrainerSettings s;
+  s.train.max_steps = steps;
+  s.train.micro_batch_size = 8;
+  s.train.grad_accum_steps = 2;
+  s.train.seq_len = 32;
+  s.train.log_every = 1000;
+  s.train.precision = precision;
+  s.optim.lr = 3e-3;
+  s.schedule.warmup_steps = 3;
+  s.eval.max_batches = 2;
+  auto corpus = synthetic_corpus();
+  Trainer trainer(model, s, data::WindowSampler(corpus, 32, 11), corpus, nullptr);
+  trainer.run();
+  return {trainer.losses(), trainer.evaluate()};
+}
+
+TEST(Trainer, LossFallsOnLearnableText) {
+  auto run = train_tiny("fp32", 40);
+  ASSERT_EQ(run.losses.size(), 40u);
+  // Bytes start near ln(258) = 5.55; 40 steps on six repeated phrases reach well under half.
+  EXPECT_GT(run.losses.front(), 4.5);
+  EXPECT_LT(run.losses.back(), 0.5 * run.losses.front());
+  EXPECT_NEAR(run.eval.perplexity, std::exp(run.eval.loss), 1e-9);
+  EXPECT_EQ(run.eval.tokens, 2 * 8 * 32);
+}
+
+TEST(Trainer, SameSeedGivesBitIdenticalLosses) {
+  for (const char* precision : {"fp32", "bf16"}) {
+    auto a = train_tiny(precision, 8), b = train_tiny(precision, 8);
+    EXPECT_EQ(a.losses, b.losses) << precision;  // exact: determinism, not closeness
+  }
+}
+
+TEST(Trainer, Bf16AutocastTrainsToo) {
+  auto run = train_tiny("bf16", 40);
+  EXPECT_LT(run.losses.back(), 0.5 * run.losses.front());
+}
+
+TEST(Trainer, NonFiniteLossStopsTheRun) {
+  try {
+    train_tiny("fp32", 3, /*poison=*/true);
+    FAIL() << "expected TrainingError";
+  } catch (const TrainingError& e) {
+    EXPECT_NE(std::string(e.what()).find("step 1: loss nan"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

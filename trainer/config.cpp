@@ -1,0 +1,55 @@
+// trainer/config.cpp -- assembles the sections in their canonical order and checks the rules
+// that span sections. What each key means is defined by its module's read_*_config.
+#include "trainer/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include "trainer/config_reader.h"
+
+namespace lmforge {
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  config::Diagnostics diag;
+  config::Layers layers = config::load_layers(path, overrides, diag);
+  if (layers.empty()) throw config::ConfigError(diag.format());
+
+  Config c;
+  c.source_file = path;
+  YAML::Node resolved(YAML::NodeType::Map);
+  config::Section root(layers, diag, &resolved);
+  auto section = [&](const char* name, auto read, auto& value) {
+    config::Section s = root.child(name);
+    read(s, value);
+    s.finish();
+    return s;
+  };
+  section("run", experiments::read_run_config, c.run);
+  config::Section model = section("model", trainer::read_model_config, c.model);
+  section("tokenizer", data::read_tokenizer_config, c.tokenizer);
+  section("data", data::read_data_config, c.data);
+  section("optim", trainer::read_optim_config, c.optim);
+  section("schedule", trainer::read_schedule_config, c.schedule);
+  config::Section train = section("train", trainer::read_train_config, c.train);
+  section("parallel", parallel::read_parallel_config, c.parallel);
+  section("checkpoint", trainer::read_checkpoint_config, c.checkpoint);
+  section("eval", trainer::read_eval_config, c.eval);
+  section("logging", experiments::read_logging_config, c.logging);
+  root.finish();
+
+  int64_t tokenizer_vocab = data::make_tokenizer(c.tokenizer)->vocab_size();
+  if (c.model.vocab_size < tokenizer_vocab)
+    model.error("vocab_size", "model.vocab_size " + std::to_string(c.model.vocab_size) +
+                                  " is smaller than the tokenizer's " + std::to_string(tokenizer_vocab));
+  if (c.train.seq_len > c.model.max_seq_len)
+    train.error("seq_len", "train.seq_len " + std::to_string(c.train.seq_len) + " exceeds model.max_seq_len " +
+                               std::to_string(c.model.max_seq_len));
+  if (!diag.empty()) throw config::ConfigError(diag.format());
+  if (c.data.cache_dir.empty()) c.data.cache_dir = c.run.output_dir + "/cache";
+
+  YAML::Emitter out;
+  out << resolved;
+  c.resolved_yaml = std::string(out.c_str()) + "\n";
+  return c;
+}
+
+}  // namespace lmforge

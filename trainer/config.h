@@ -1,0 +1,39 @@
+// trainer/config.h -- the whole config: every module's section struct, assembled and validated
+// in one pass. The binding machinery is config_reader.h; each section's keys live in its module.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "data/text_dataset.h"
+#include "data/tokenizer.h"
+#include "experiments/run_record.h"
+#include "parallel/launcher.h"
+#include "trainer/model.h"
+#include "trainer/optim.h"
+#include "trainer/trainer.h"
+
+namespace lmforge {
+
+struct Config {
+  experiments::RunConfig run;
+  trainer::ModelConfig model;
+  data::TokenizerConfig tokenizer;
+  data::DataConfig data;
+  trainer::OptimConfig optim;
+  trainer::ScheduleConfig schedule;
+  trainer::TrainConfig train;
+  parallel::ParallelConfig parallel;
+  trainer::CheckpointConfig checkpoint;
+  trainer::EvalConfig eval;
+  experiments::LoggingConfig logging;
+
+  std::string source_file;    // the file named on the command line
+  std::string resolved_yaml;  // every key with its final value, defaults included
+};
+
+// Loads `path` (with its base: chain) and the --set overrides, validates every section and
+// throws config::ConfigError listing every problem as file:line:col: key.path: message.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+}  // namespace lmforge

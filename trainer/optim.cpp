@@ -1,0 +1,84 @@
+// trainer/optim.cpp -- parameter grouping, the warmup + decay schedule, gradient clipping.
+// The optimizer itself is torch::optim::AdamW.
+#include "trainer/optim.h"
+
+#include <cmath>
+#include <set>
+
+#include "trainer/config_reader.h"
+
+namespace lmforge::trainer {
+
+void read_optim_config(config::Section& s, OptimConfig& c) {
+  using config::at_least;
+  using config::between;
+  s.field("lr", c.lr, config::greater_than(0));
+  s.field("weight_decay", c.weight_decay, at_least(0));
+  s.field("beta1", c.beta1, between(0, 0.999999));
+  s.field("beta2", c.beta2, between(0, 0.999999));
+  s.field("eps", c.eps, config::greater_than(0));
+  s.field("grad_clip", c.grad_clip, at_least(0));
+  s.field("decay_norms_and_biases", c.decay_norms_and_biases);
+  s.field("decay_embeddings", c.decay_embeddings);
+}
+
+void read_schedule_config(config::Section& s, ScheduleConfig& c) {
+  s.field("kind", c.kind, {"cosine", "linear", "constant"});
+  s.field("warmup_steps", c.warmup_steps, config::at_least(0));
+  s.field("min_lr_ratio", c.min_lr_ratio, config::between(0, 1));
+}
+
+double lr_at(int64_t step, int64_t max_steps, double peak_lr, const ScheduleConfig& c) {
+  if (step < c.warmup_steps) return peak_lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup_steps);
+  if (c.kind == "constant") return peak_lr;
+  double floor = peak_lr * c.min_lr_ratio;
+  int64_t decay_steps = std::max<int64_t>(1, max_steps - c.warmup_steps - 1);
+  double progress = std::min(1.0, static_cast<double>(step - c.warmup_steps) / static_cast<double>(decay_steps));
+  if (c.kind == "linear") return peak_lr - (peak_lr - floor) * progress;
+  return floor + (peak_lr - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+std::unique_ptr<torch::optim::AdamW> make_optimizer(torch::nn::Module& model, const OptimConfig& c) {
+  std::set<torch::TensorImpl*> embeddings;
+  for (const auto& m : model.modules()) {
+    if (auto* emb = m->as<torch::nn::EmbeddingImpl>()) embeddings.insert(emb->weight.unsafeGetTensorImpl());
+  }
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& p : model.parameters()) {
+    if (!p.requires_grad()) continue;
+    bool is_embedding = embeddings.count(p.unsafeGetTensorImpl()) > 0;
+    bool is_norm_or_bias = p.dim() < 2;
+    bool decays = is_embedding ? c.decay_embeddings : (is_norm_or_bias ? c.decay_norms_and_biases : true);
+    (decays ? decay : no_decay).push_back(p);
+  }
+  auto options = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(c.lr).betas({c.beta1, c.beta2}).eps(c.eps).weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, options(c.weight_decay));
+  groups.emplace_back(no_decay, options(0.0));
+  return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(c.lr));
+}
+
+void set_lr(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups())
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+}
+
+double clip_grad_norm(torch::nn::Module& model, double max_norm) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : model.parameters())
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return 0.0;
+  std::vector<torch::Tensor> norms;
+  for (const auto& g : grads) norms.push_back(g.detach().to(torch::kFloat).norm());
+  double total = torch::stack(norms).norm().item<double>();
+  if (max_norm > 0 && std::isfinite(total) && total > max_norm) {
+    double scale = max_norm / (total + 1e-6);
+    for (auto& g : grads) g.mul_(scale);
+  }
+  return total;
+}
+
+}  // namespace lmforge::trainer

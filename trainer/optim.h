@@ -1,0 +1,49 @@
+// trainer/optim.h -- AdamW with decay/no-decay parameter groups and the learning-rate schedule.
+// Gradient synchronisation across ranks is parallel/'s business, not this file's.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace lmforge::config {
+class Section;
+}
+
+namespace lmforge::trainer {
+
+struct OptimConfig {
+  double lr = 3e-4;             // a safe AdamW peak for models under ~100M parameters
+  double weight_decay = 0.1;    // as in GPT-3 and Llama pre-training
+  double beta1 = 0.9;
+  double beta2 = 0.95;          // Llama/GPT-3: steadier than 0.999 for LM losses
+  double eps = 1e-8;
+  double grad_clip = 1.0;       // global L2 norm; 0 disables clipping
+  bool decay_norms_and_biases = false;  // usually left undecayed: they set scale, not capacity
+  bool decay_embeddings = false;
+};
+void read_optim_config(config::Section& s, OptimConfig& c);
+
+struct ScheduleConfig {
+  std::string kind = "cosine";  // cosine | linear | constant (after warmup)
+  int64_t warmup_steps = 0;     // linear ramp from lr/warmup_steps to lr
+  double min_lr_ratio = 0.1;    // the floor as a fraction of optim.lr (Chinchilla used 0.1)
+};
+void read_schedule_config(config::Section& s, ScheduleConfig& c);
+
+// The learning rate for optimizer step `step` (0-based) of `max_steps`.
+double lr_at(int64_t step, int64_t max_steps, double peak_lr, const ScheduleConfig& c);
+
+// AdamW over the module's trainable parameters in two groups: weight-decayed matrices, and
+// norms, biases and embeddings without decay (unless configured otherwise).
+std::unique_ptr<torch::optim::AdamW> make_optimizer(torch::nn::Module& model, const OptimConfig& c);
+
+void set_lr(torch::optim::Optimizer& optimizer, double lr);
+
+// Global L2 norm of all gradients, clipped to `max_norm` when max_norm > 0. Returns the
+// norm before clipping (non-finite if any gradient is).
+double clip_grad_norm(torch::nn::Module& model, double max_norm);
+
+}  // namespace lmforge::trainer
