@@ -35,7 +35,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   if (env.world_size > 1)
     throw InputError("started as " + std::to_string(env.world_size) + " ranks by " + env.launcher +
                      ", but this build trains on a single process only; start one process");
-  int threads = parallel::configure_threads(cfg.parallel, env);
+  int threads = parallel::configure_threads(cfg.parallel, env, cfg.train.precision == "bf16");
 
   auto tokenizer = data::make_tokenizer(cfg.tokenizer);
   data::TokenCorpus train_corpus = data::open_text_corpus(cfg.data.train, *tokenizer, cfg.data.cache_dir, "data.train");

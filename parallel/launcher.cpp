@@ -39,14 +39,17 @@ LaunchEnv detect_launch_env() {
   return env;
 }
 
-int configure_threads(const ParallelConfig& c, const LaunchEnv& env) {
+int configure_threads(const ParallelConfig& c, const LaunchEnv& env, bool bf16_matmuls) {
   int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int threads = c.threads > 0 ? static_cast<int>(c.threads) : std::max(1, cores / std::max(1, env.local_size));
-  torch::set_num_threads(threads);
-  // OpenBLAS (Debian's libopenblas0-pthread) keeps its own pool; size it to the same budget.
+  // Measured on 2 cores (experiments/bench/RESULTS.md): fp32 with 2+2 threads ran at 0.56x of
+  // 1 OpenMP + 2 OpenBLAS; bf16 with 1 OpenMP thread ran at 0.76x of 2 OpenMP + 1 OpenBLAS.
+  torch::set_num_threads(bf16_matmuls ? threads : 1);
+  // Debian's libopenblas0-pthread keeps its own pool; found at run time since LibTorch links
+  // the generic libblas.so.3 that Debian's alternatives point at OpenBLAS.
   using SetThreads = void (*)(int);
   if (auto set_blas = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
-    set_blas(threads);
+    set_blas(bf16_matmuls ? 1 : threads);
   return threads;
 }
 

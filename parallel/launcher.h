@@ -24,8 +24,9 @@ struct LaunchEnv {
 // Reads OMPI_COMM_WORLD_* or SLURM_* variables; a plain process is rank 0 of 1.
 LaunchEnv detect_launch_env();
 
-// Sets LibTorch's intra-op threads and OpenBLAS's threads together (both at once
-// oversubscribe the cores) and returns the count used.
-int configure_threads(const ParallelConfig& c, const LaunchEnv& env);
+// Splits this rank's core budget between LibTorch's intra-op (OpenMP) pool and OpenBLAS's own
+// pool: both busy at once oversubscribe the cores. fp32 matmuls run in OpenBLAS, so it gets the
+// budget; bf16 matmuls run in oneDNN on the OpenMP pool, so that pool gets it. Returns the budget.
+int configure_threads(const ParallelConfig& c, const LaunchEnv& env, bool bf16_matmuls);
 
 }  // namespace lmforge::parallel

@@ -43,6 +43,19 @@ struct CheckpointConfig {
 };
 void read_checkpoint_config(config::Section& s, CheckpointConfig& c);
 
+// bf16 autocast on CPU while alive (matmuls in bf16; weights stay fp32). On exit it clears the
+// cast-weight cache. A no-op when constructed with false.
+class CpuAutocast {
+ public:
+  explicit CpuAutocast(bool enabled);
+  ~CpuAutocast();
+  CpuAutocast(const CpuAutocast&) = delete;
+  CpuAutocast& operator=(const CpuAutocast&) = delete;
+
+ private:
+  bool enabled_;
+};
+
 struct TrainerSettings {
   TrainConfig train;
   OptimConfig optim;

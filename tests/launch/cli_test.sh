@@ -58,6 +58,13 @@ expect "unknown section" 2 "<--set #1>:1:1: error: nosuch: unknown section 'nosu
 run frobnicate
 expect "unknown sub-command" 2
 
+# A diverging run stops with exit 1 before training on garbage, and says so in meta.json.
+run train configs/tiny.yaml --set optim.lr=1e30 --set schedule.warmup_steps=0 --set train.max_steps=20 \
+  --set "run.output_dir=$work/diverge" --set "data.cache_dir=$work/cache"
+expect "non-finite loss stops the run" 1 "not finite, stopping before the update"
+grep -q '"status": "failed"' "$work"/diverge/tiny/*/meta.json && ok "diverged run recorded as failed" \
+  || not_ok "diverged run not recorded as failed"
+
 # A real run: the tiny config for 60 steps, twice with the same seed.
 losses() { grep -o '"loss":[-0-9.e]*' "$1/metrics.jsonl" | cut -d: -f2; }
 for i in 1 2; do
