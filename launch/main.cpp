@@ -5,14 +5,17 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "data/text_dataset.h"
 #include "data/tokenizer.h"
 #include "experiments/run_record.h"
+#include "parallel/comm.h"
 #include "parallel/launcher.h"
 #include "trainer/config.h"
 #include "trainer/config_reader.h"
+#include "trainer/digest.h"
 #include "trainer/errors.h"
 #include "trainer/trainer.h"
 
@@ -28,13 +31,54 @@ void check_corpus_length(const data::TokenCorpus& corpus, int64_t seq_len, const
                      " tokens, fewer than train.seq_len + 1 = " + std::to_string(seq_len + 1));
 }
 
+// Loads the config on every rank and refuses to start, on every rank, if any rank resolved a
+// different one (different --set values, files or versions on different nodes).
+Config load_config_on_every_rank(parallel::Comm& comm, const std::string& path, const std::vector<std::string>& sets) {
+  Config cfg = load_config(path, sets);
+  if (comm.size() == 1) return cfg;
+  std::string hash = sha256_hex(cfg.resolved_yaml);
+  auto mine = torch::from_blob(hash.data(), {64}, torch::kByte).clone();
+  auto all = comm.allgather(mine).view({comm.size(), 64});
+  std::string root_yaml = parallel::broadcast_string(comm, cfg.resolved_yaml, 0);
+  for (int r = 1; r < comm.size(); ++r) {
+    if (torch::equal(all[r], all[0])) continue;
+    std::string message = "rank " + std::to_string(r) + " resolved a different config than rank 0; refusing to train.";
+    if (comm.rank() == r) {
+      for (const auto& d : config_differences(root_yaml, cfg.resolved_yaml)) message += "\n  " + d + " (rank 0 vs this rank)";
+    }
+    throw InputError(message);
+  }
+  return cfg;
+}
+
+std::vector<std::string> gather_hosts(parallel::Comm& comm) {
+  char host[64] = {0};
+  gethostname(host, sizeof host - 1);
+  auto all = comm.allgather(torch::from_blob(host, {64}, torch::kByte).clone()).view({comm.size(), 64});
+  std::vector<std::string> hosts;
+  for (int r = 0; r < comm.size(); ++r) hosts.emplace_back(reinterpret_cast<const char*>(all[r].contiguous().data_ptr()));
+  return hosts;
+}
+
+int train_loop(const Config& cfg, trainer::CausalLM model, const data::TokenCorpus& train_corpus,
+               const data::TokenCorpus& eval_corpus, experiments::RunRecord* record, parallel::Comm& comm) {
+  trainer::TrainerSettings settings{cfg.train, cfg.optim, cfg.schedule, cfg.eval, cfg.checkpoint, false,
+                                    cfg.parallel.bucket_mb};
+  settings.live_progress = cfg.logging.progress == "always" || (cfg.logging.progress == "auto" && isatty(2));
+  data::WindowSampler sampler(train_corpus.tokens, cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed));
+  trainer::Trainer trainer(std::move(model), settings, std::move(sampler), eval_corpus.tokens, record, comm);
+  trainer.run();
+  return kExitOk;
+}
+
 int train(const std::string& config_path, const std::vector<std::string>& sets,
           const std::vector<std::string>& argv) {
-  Config cfg = load_config(config_path, sets);
   parallel::LaunchEnv env = parallel::detect_launch_env();
-  if (env.world_size > 1)
-    throw InputError("started as " + std::to_string(env.world_size) + " ranks by " + env.launcher +
-                     ", but this build trains on a single process only; start one process");
+  std::unique_ptr<parallel::Comm> comm = env.world_size > 1 ? parallel::make_mpi_world_comm() : parallel::make_self_comm();
+  Config cfg = load_config_on_every_rank(*comm, config_path, sets);
+  if (cfg.parallel.dp != 0 && cfg.parallel.dp != comm->size())
+    throw InputError("parallel.dp is " + std::to_string(cfg.parallel.dp) + " but " + std::to_string(comm->size()) +
+                     " ranks were started (" + env.launcher + "); set parallel.dp: auto or start that many");
   int threads = parallel::configure_threads(cfg.parallel, env, cfg.train.precision == "bf16");
 
   auto tokenizer = data::make_tokenizer(cfg.tokenizer);
@@ -46,32 +90,32 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
     check_corpus_length(eval_corpus, cfg.train.seq_len, "data.eval");
   }
 
-  experiments::RunRecord record = experiments::RunRecord::create(cfg.run, cfg.resolved_yaml, argv);
+  const bool is_root = comm->rank() == 0;
+  std::optional<experiments::RunRecord> record;
+  if (is_root) record.emplace(experiments::RunRecord::create(cfg.run, cfg.resolved_yaml, argv));
   torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
   trainer::CausalLM model = trainer::build_model(cfg.model);
-  record.set_meta("world", {{"launcher", env.launcher}, {"world_size", env.world_size}, {"threads", threads}});
-  record.set_meta("datasets", {{"train", {{"id", train_corpus.id}, {"tokens", train_corpus.tokens.numel()},
+  std::vector<std::string> hosts = gather_hosts(*comm);  // collective: every rank calls it
+  if (!is_root) return train_loop(cfg, model, train_corpus, eval_corpus, nullptr, *comm);
+  record->set_meta("world", {{"launcher", env.launcher}, {"world_size", comm->size()}, {"dp", comm->size()},
+                             {"backend", comm->backend()}, {"hosts", hosts}, {"threads", threads}});
+  record->set_meta("datasets", {{"train", {{"id", train_corpus.id}, {"tokens", train_corpus.tokens.numel()},
                                           {"documents", train_corpus.num_documents}}},
                                {"eval", eval_corpus.id.empty() ? nlohmann::json(nullptr)
                                                                : nlohmann::json{{"id", eval_corpus.id},
                                                                                 {"tokens", eval_corpus.tokens.numel()}}}});
-  record.set_meta("model", {{"arch", cfg.model.arch}, {"parameters", model->num_parameters()}});
-  std::fprintf(stderr, "run %s: %s model, %lld parameters, %lld train tokens, %d threads\n", record.dir().c_str(),
-               cfg.model.arch.c_str(), static_cast<long long>(model->num_parameters()),
-               static_cast<long long>(train_corpus.tokens.numel()), threads);
-
-  trainer::TrainerSettings settings{cfg.train, cfg.optim, cfg.schedule, cfg.eval, cfg.checkpoint, false};
-  settings.live_progress = cfg.logging.progress == "always" || (cfg.logging.progress == "auto" && isatty(2));
-  data::WindowSampler sampler(train_corpus.tokens, cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed));
-  trainer::Trainer trainer(model, settings, std::move(sampler), eval_corpus.tokens, &record);
+  record->set_meta("model", {{"arch", cfg.model.arch}, {"parameters", model->num_parameters()}});
+  std::fprintf(stderr, "run %s: %s model, %lld parameters, %lld train tokens, %d ranks x %d threads\n",
+               record->dir().c_str(), cfg.model.arch.c_str(), static_cast<long long>(model->num_parameters()),
+               static_cast<long long>(train_corpus.tokens.numel()), comm->size(), threads);
   try {
-    trainer.run();
+    train_loop(cfg, model, train_corpus, eval_corpus, &*record, *comm);
   } catch (const std::exception& e) {
-    record.finish("failed", e.what());
+    record->finish("failed", e.what());
     throw;
   }
-  record.finish("completed");
-  std::printf("%s\n", record.dir().c_str());
+  record->finish("completed");
+  std::printf("%s\n", record->dir().c_str());
   return kExitOk;
 }
 

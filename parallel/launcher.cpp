@@ -14,6 +14,9 @@ namespace lmforge::parallel {
 
 void read_parallel_config(config::Section& s, ParallelConfig& c) {
   s.field("threads", c.threads, config::at_least(0));
+  s.field("dp", c.dp, config::at_least(0));
+  s.field("backend", c.backend, {"auto", "mpi"});
+  s.field("bucket_mb", c.bucket_mb, config::greater_than(0));
 }
 
 static int env_int(const char* name, int fallback) {

@@ -12,7 +12,10 @@ class Section;
 namespace lmforge::parallel {
 
 struct ParallelConfig {
-  int64_t threads = 0;  // intra-op CPU threads per rank; 0 (auto): cores per node / ranks per node
+  int64_t threads = 0;        // CPU threads per rank; 0 (auto): cores per node / ranks per node
+  int64_t dp = 0;             // data-parallel ranks; 0 (auto): the world size
+  std::string backend = "auto";  // auto | mpi: MPI carries CPU tensors
+  double bucket_mb = 25.0;    // gradient bucket size: DDP's default, big enough to amortise latency
 };
 void read_parallel_config(config::Section& s, ParallelConfig& c);
 

@@ -6,6 +6,8 @@
 
 #include "trainer/config_reader.h"
 
+#include <map>
+
 namespace lmforge {
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
@@ -50,6 +52,30 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   out << resolved;
   c.resolved_yaml = std::string(out.c_str()) + "\n";
   return c;
+}
+
+static void flatten(const YAML::Node& node, const std::string& path, std::map<std::string, std::string>& out) {
+  if (node.IsMap()) {
+    for (const auto& kv : node) flatten(kv.second, path.empty() ? kv.first.Scalar() : path + "." + kv.first.Scalar(), out);
+  } else {
+    YAML::Emitter e;
+    e << YAML::Flow << node;
+    out[path] = e.c_str();
+  }
+}
+
+std::vector<std::string> config_differences(const std::string& yaml_a, const std::string& yaml_b) {
+  std::map<std::string, std::string> a, b;
+  flatten(YAML::Load(yaml_a), "", a);
+  flatten(YAML::Load(yaml_b), "", b);
+  for (const auto& [key, value] : b) a.emplace(key, "(absent)");
+  std::vector<std::string> diffs;
+  for (const auto& [key, value] : a) {
+    auto it = b.find(key);
+    std::string other = it == b.end() ? "(absent)" : it->second;
+    if (other != value) diffs.push_back(key + ": " + value + " vs " + other);
+  }
+  return diffs;
 }
 
 }  // namespace lmforge

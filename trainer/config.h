@@ -36,4 +36,7 @@ struct Config {
 // throws config::ConfigError listing every problem as file:line:col: key.path: message.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
+// Leaf-by-leaf differences between two resolved configs, as "key.path: A vs B" lines.
+std::vector<std::string> config_differences(const std::string& yaml_a, const std::string& yaml_b);
+
 }  // namespace lmforge

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "experiments/run_record.h"
+#include "parallel/comm.h"
+#include "parallel/grad_sync.h"
 #include "trainer/config_reader.h"
 #include "trainer/errors.h"
 #include "trainer/safetensors.h"
@@ -65,13 +67,19 @@ std::string format_duration(double seconds) {
 }  // namespace
 
 Trainer::Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler train_data,
-                 torch::Tensor eval_tokens, experiments::RunRecord* record)
+                 torch::Tensor eval_tokens, experiments::RunRecord* record, parallel::Comm& comm)
     : model_(std::move(model)),
       s_(std::move(settings)),
       train_data_(std::move(train_data)),
       eval_tokens_(std::move(eval_tokens)),
       record_(record),
-      optimizer_(make_optimizer(*model_, s_.optim)) {}
+      comm_(comm),
+      grad_sync_(std::make_unique<parallel::GradSync>(*model_, comm, s_.bucket_mb)),
+      optimizer_(make_optimizer(*model_, s_.optim)) {
+  grad_sync_->broadcast_parameters();
+}
+
+Trainer::~Trainer() = default;
 
 void Trainer::run() {
   const int64_t max_steps = s_.train.max_steps;
@@ -91,7 +99,8 @@ void Trainer::run() {
     bool last = step + 1 == max_steps;
     if (eval_tokens_.defined() && (last || (s_.train.eval_every > 0 && (step + 1) % s_.train.eval_every == 0))) {
       EvalResult r = evaluate();
-      std::fprintf(stderr, "%seval step %lld: loss %.4f  perplexity %.2f\n", s_.live_progress ? "\n" : "",
+      if (comm_.rank() == 0)
+        std::fprintf(stderr, "%seval step %lld: loss %.4f  perplexity %.2f\n", s_.live_progress ? "\n" : "",
                    static_cast<long long>(step + 1), r.loss, r.perplexity);
       if (record_)
         record_->append_metrics({{"step", step + 1}, {"eval_loss", r.loss}, {"eval_ppl", r.perplexity},
@@ -104,42 +113,49 @@ void Trainer::run() {
 double Trainer::train_step() {
   model_->train();
   optimizer_->zero_grad();
-  const int64_t accum = s_.train.grad_accum_steps;
+  const int64_t accum = s_.train.grad_accum_steps, micro_batch = s_.train.micro_batch_size;
+  data::Batch global = train_data_.next(micro_batch * accum * comm_.size());  // (B x accum x ranks, T)
   double loss_sum = 0;
   for (int64_t micro = 0; micro < accum; ++micro) {
-    data::Batch batch = train_data_.next(s_.train.micro_batch_size);
+    int64_t first = (comm_.rank() * accum + micro) * micro_batch;
+    auto inputs = global.inputs.narrow(0, first, micro_batch), targets = global.targets.narrow(0, first, micro_batch);
     torch::Tensor loss;
     {
       CpuAutocast autocast(s_.train.precision == "bf16");
-      loss = causal_lm_loss(model_->forward(batch.inputs), batch.targets);
+      loss = causal_lm_loss(model_->forward(inputs), targets);
     }
+    grad_sync_->begin_backward(/*sync=*/micro == accum - 1);
     (loss / static_cast<double>(accum)).backward();
     loss_sum += loss.item<double>();
   }
-  tokens_seen_ += accum * s_.train.micro_batch_size * s_.train.seq_len;
-  return loss_sum / static_cast<double>(accum);
+  grad_sync_->finish();
+  tokens_seen_ += global.inputs.numel();
+  auto mean_loss = torch::tensor({loss_sum / static_cast<double>(accum)}, torch::kDouble);
+  comm_.allreduce(mean_loss, parallel::ReduceOp::avg);  // a NaN on any rank reaches every rank
+  return mean_loss.item<double>();
 }
 
 EvalResult Trainer::evaluate() {
   torch::NoGradGuard no_grad;
   model_->eval();
-  double loss_sum = 0;
-  int64_t tokens = 0;
-  for (const auto& batch : data::fixed_batches(eval_tokens_, s_.train.seq_len, s_.train.micro_batch_size,
-                                               s_.eval.max_batches)) {
+  auto batches = data::fixed_batches(eval_tokens_, s_.train.seq_len, s_.train.micro_batch_size, s_.eval.max_batches);
+  auto sums = torch::zeros({2}, torch::kDouble);  // [loss x tokens, tokens] over this rank's batches
+  for (size_t i = comm_.rank(); i < batches.size(); i += comm_.size()) {
     CpuAutocast autocast(s_.train.precision == "bf16");
-    double loss = causal_lm_loss(model_->forward(batch.inputs), batch.targets).item<double>();
-    loss_sum += loss * static_cast<double>(batch.targets.numel());
-    tokens += batch.targets.numel();
+    double loss = causal_lm_loss(model_->forward(batches[i].inputs), batches[i].targets).item<double>();
+    sums[0] += loss * static_cast<double>(batches[i].targets.numel());
+    sums[1] += static_cast<double>(batches[i].targets.numel());
   }
+  comm_.allreduce(sums, parallel::ReduceOp::sum);
   EvalResult r;
-  r.tokens = tokens;
-  r.loss = tokens > 0 ? loss_sum / static_cast<double>(tokens) : 0.0;
+  r.tokens = static_cast<int64_t>(sums[1].item<double>());
+  r.loss = r.tokens > 0 ? sums[0].item<double>() / static_cast<double>(r.tokens) : 0.0;
   r.perplexity = std::exp(r.loss);
   return r;
 }
 
 void Trainer::log_step(int64_t step, double loss, double grad_norm, double lr) {
+  if (comm_.rank() != 0) return;
   const int64_t max_steps = s_.train.max_steps;
   bool logged = step == 1 || step % s_.train.log_every == 0 || step == max_steps;
   auto now = std::chrono::steady_clock::now();

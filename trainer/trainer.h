@@ -19,6 +19,10 @@ class Section;
 namespace lmforge::experiments {
 class RunRecord;
 }
+namespace lmforge::parallel {
+class Comm;
+class GradSync;
+}
 
 namespace lmforge::trainer {
 
@@ -63,6 +67,7 @@ struct TrainerSettings {
   EvalConfig eval;
   CheckpointConfig checkpoint;
   bool live_progress = false;  // rewrite one status line (a terminal) instead of printing lines
+  double bucket_mb = 25.0;     // data-parallel gradient bucket size
 };
 
 struct EvalResult {
@@ -70,17 +75,22 @@ struct EvalResult {
   int64_t tokens = 0;
 };
 
+// Data parallel over `comm`: every rank draws the same global batch of
+// micro_batch_size x grad_accum_steps x ranks windows and trains on its own slice; gradients
+// are averaged, so any number of ranks trains the same model. Only the rank given a
+// RunRecord (rank 0) writes metrics, logs and weights.
 class Trainer {
  public:
   Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler train_data,
-          torch::Tensor eval_tokens, experiments::RunRecord* record);
+          torch::Tensor eval_tokens, experiments::RunRecord* record, parallel::Comm& comm);
+  ~Trainer();
   // Trains to max_steps; throws TrainingError on a non-finite loss or gradient norm.
   void run();
   EvalResult evaluate();
   const std::vector<double>& losses() const { return losses_; }  // one per optimizer step
 
  private:
-  double train_step();  // returns the mean loss over the step's micro-batches
+  double train_step();  // returns the mean loss over the global batch
   void log_step(int64_t step, double loss, double grad_norm, double lr);
   void save_final_weights();
 
@@ -89,6 +99,8 @@ class Trainer {
   data::WindowSampler train_data_;
   torch::Tensor eval_tokens_;  // (N) int64, undefined when there is no eval data
   experiments::RunRecord* record_;
+  parallel::Comm& comm_;
+  std::unique_ptr<parallel::GradSync> grad_sync_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   std::vector<double> losses_;
   int64_t tokens_seen_ = 0;

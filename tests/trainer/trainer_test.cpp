@@ -6,6 +6,7 @@
 
 #include "data/text_dataset.h"
 #include "data/tokenizer.h"
+#include "parallel/comm.h"
 #include "trainer/errors.h"
 #include "trainer/trainer.h"
 
@@ -57,7 +58,8 @@ TinyRun train_tiny(const std::string& precision, int64_t steps, bool poison = fa
   s.schedule.warmup_steps = 3;
   s.eval.max_batches = 2;
   auto corpus = synthetic_corpus();
-  Trainer trainer(model, s, data::WindowSampler(corpus, 32, 11), corpus, nullptr);
+  auto self = parallel::make_self_comm();
+  Trainer trainer(model, s, data::WindowSampler(corpus, 32, 11), corpus, nullptr, *self);
   trainer.run();
   return {trainer.losses(), trainer.evaluate()};
 }

@@ -1,0 +1,47 @@
+// parallel/comm.h -- the communicator interface and its backends' factory: collectives on
+// tensors, non-blocking allreduce with a handle, sub-groups. MPI carries CPU tensors.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+namespace lmforge::parallel {
+
+enum class ReduceOp { sum, avg, max };
+
+// A collective in flight. wait() returns once the result is in the tensor it was given.
+class Work {
+ public:
+  virtual ~Work() = default;
+  virtual void wait() = 0;
+};
+
+class Comm {
+ public:
+  virtual ~Comm() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;
+
+  virtual void allreduce(torch::Tensor& t, ReduceOp op) = 0;  // in place, contiguous t
+  virtual std::unique_ptr<Work> allreduce_async(torch::Tensor& t, ReduceOp op) = 0;
+  virtual void broadcast(torch::Tensor& t, int root) = 0;       // in place
+  virtual torch::Tensor allgather(const torch::Tensor& t) = 0;  // (N, ...) -> (size * N, ...)
+  virtual torch::Tensor reduce_scatter(const torch::Tensor& t, ReduceOp op) = 0;  // (size * N, ...) -> (N, ...)
+  virtual void barrier() = 0;
+  // Ranks with the same color form a new communicator, ordered by key.
+  virtual std::unique_ptr<Comm> split(int color, int key) = 0;
+};
+
+// The communicator of a single process: every collective is the identity.
+std::unique_ptr<Comm> make_self_comm();
+
+// MPI_COMM_WORLD (initialising MPI on first use, finalising at exit).
+std::unique_ptr<Comm> make_mpi_world_comm();
+
+// Broadcasts a string from `root` (e.g. the run directory rank 0 created).
+std::string broadcast_string(Comm& comm, const std::string& value, int root);
+
+}  // namespace lmforge::parallel
