@@ -195,6 +195,18 @@ Batch WindowSampler::next(int64_t batch_size) {
   return {windows.narrow(1, 0, seq_len_), windows.narrow(1, 1, seq_len_)};
 }
 
+std::string WindowSampler::state() const {
+  std::ostringstream out;
+  out << rng_;
+  return out.str();
+}
+
+void WindowSampler::restore(const std::string& state) {
+  std::istringstream in(state);
+  in >> rng_;
+  if (!in) throw InputError("sampler state in the checkpoint is not a generator state");
+}
+
 std::vector<Batch> fixed_batches(const torch::Tensor& tokens, int64_t seq_len, int64_t batch_size,
                                  int64_t max_batches) {
   int64_t windows = std::min((tokens.numel() - 1) / seq_len, batch_size * max_batches);

@@ -50,6 +50,9 @@ class WindowSampler {
  public:
   WindowSampler(torch::Tensor tokens, int64_t seq_len, uint64_t seed);
   Batch next(int64_t batch_size);
+  // The generator's position as text, and back: a resumed run draws the batches it would have.
+  std::string state() const;
+  void restore(const std::string& state);
 
  private:
   torch::Tensor tokens_;

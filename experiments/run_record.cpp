@@ -4,9 +4,11 @@
 
 #include <H5public.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <openssl/crypto.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -80,6 +82,12 @@ static json code_version() {
   return {{"git_commit", commit}, {"git_dirty", dirty}, {"source_dir", LMFORGE_SOURCE_DIR}};
 }
 
+std::string code_version_text() {
+  json v = code_version();
+  if (v["git_commit"].is_null()) return "unknown";
+  return v["git_commit"].get<std::string>() + (v["git_dirty"].get<bool>() ? "+dirty" : "");
+}
+
 static json library_versions() {
   unsigned maj = 0, min = 0, rel = 0;
   H5get_libversion(&maj, &min, &rel);
@@ -104,6 +112,7 @@ RunRecord RunRecord::create(const RunConfig& run, const std::string& resolved_ya
   std::error_code ec;
   fs::create_directories(r.dir_, ec);
   if (ec) throw InputError("run.output_dir: cannot create '" + r.dir_ + "': " + ec.message());
+  r.lock();
   write_file_atomic(r.dir_ + "/config.yaml", resolved_yaml);
   r.metrics_.open(r.dir_ + "/metrics.jsonl", std::ios::app);
 
@@ -122,6 +131,62 @@ RunRecord RunRecord::create(const RunConfig& run, const std::string& resolved_ya
   r.meta_text_ = meta.dump(2);
   r.write_meta();
   return r;
+}
+
+void RunRecord::lock() {
+  int fd = ::open((dir_ + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw InputError("cannot create " + dir_ + "/.lock");
+  lock_fd_ = std::shared_ptr<int>(new int(fd), [](int* p) {
+    ::close(*p);
+    delete p;
+  });
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) throw InputError("run directory " + dir_ + " is in use by another live process");
+}
+
+RunRecord RunRecord::reopen(const std::string& dir, int64_t from_step, const std::vector<std::string>& argv) {
+  RunRecord r;
+  r.dir_ = dir;
+  r.lock();
+  std::ifstream meta_in(dir + "/meta.json");
+  json meta = json::parse(meta_in);
+  r.run_id_ = meta.at("run_id").get<std::string>();
+  meta["status"] = "running";
+  meta["end_time"] = nullptr;
+  meta.erase("error");
+  meta["resumed"].push_back({{"time", utc_now("%Y-%m-%dT%H:%M:%SZ")}, {"from_step", from_step}, {"argv", argv},
+                             {"pid", getpid()}, {"code", code_version()}});
+  r.meta_text_ = meta.dump(2);
+  r.write_meta();
+  // Rows past the checkpoint were written by the interrupted process; the resumed one redoes them.
+  std::ifstream metrics_in(dir + "/metrics.jsonl");
+  std::string line, kept;
+  while (std::getline(metrics_in, line)) {
+    auto row = json::parse(line, nullptr, false);
+    if (!row.is_discarded() && row.value("step", int64_t(0)) <= from_step) kept += line + "\n";
+  }
+  write_file_atomic(dir + "/metrics.jsonl", kept);
+  r.metrics_.open(dir + "/metrics.jsonl", std::ios::app);
+  return r;
+}
+
+std::string find_unfinished_run(const std::string& output_dir, const std::string& name) {
+  std::vector<std::string> runs;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::path(output_dir) / name, ec))
+    if (e.is_directory() && fs::exists(e.path() / "meta.json")) runs.push_back(e.path().string());
+  std::sort(runs.rbegin(), runs.rend());  // run ids start with their UTC start time
+  for (const auto& dir : runs) {
+    std::ifstream in(dir + "/meta.json");
+    json meta = json::parse(in, nullptr, false);
+    if (meta.is_discarded()) continue;
+    std::string status = meta.value("status", "");
+    if (status != "running" && status != "interrupted") continue;
+    int fd = ::open((dir + "/.lock").c_str(), O_RDWR | O_CREAT, 0644);
+    bool live = fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) != 0;
+    if (fd >= 0) ::close(fd);
+    if (!live) return dir;
+  }
+  return "";
 }
 
 void RunRecord::write_meta() { write_file_atomic(dir_ + "/meta.json", meta_text_ + "\n"); }

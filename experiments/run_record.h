@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,10 @@ class RunRecord {
   static RunRecord create(const RunConfig& run, const std::string& resolved_yaml,
                           const std::vector<std::string>& argv);
 
+  // Continues the run in `dir` (checkpoint.resume: auto): same run id, status running again, a
+  // `resumed` entry in meta.json, metric rows after `from_step` dropped (they are redone).
+  static RunRecord reopen(const std::string& dir, int64_t from_step, const std::vector<std::string>& argv);
+
   const std::string& dir() const { return dir_; }
   const std::string& run_id() const { return run_id_; }
   void set_meta(const std::string& key, const nlohmann::json& value);  // rewrites meta.json
@@ -40,11 +45,22 @@ class RunRecord {
   void finish(const std::string& status, const std::string& error = "");
 
  private:
+  RunRecord() = default;
   void write_meta();
+  void lock();  // held while the run is alive, so `resume: auto` never continues a live run
   std::string dir_, run_id_;
+  std::shared_ptr<int> lock_fd_;  // closed (and the lock released) with the last copy
   std::string meta_text_;  // meta.json as last written (kept as text to keep json out of here)
   std::ofstream metrics_;
 };
+
+// The newest run under <output_dir>/<name>/ that did not finish (status running or interrupted)
+// and that no live process holds; "" when there is none.
+std::string find_unfinished_run(const std::string& output_dir, const std::string& name);
+
+// The source commit lmforge was built from, with "+dirty" when the tree had changes; "unknown"
+// outside a git checkout.
+std::string code_version_text();
 
 // Writes `text` to `path` through a temp file and a rename: readers never see half a file.
 void write_file_atomic(const std::string& path, const std::string& text);

@@ -5,25 +5,29 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <nlohmann/json.hpp>
 
 #include "data/text_dataset.h"
 #include "data/tokenizer.h"
 #include "experiments/run_record.h"
+#include "experiments/runs.h"
 #include "parallel/comm.h"
 #include "parallel/launcher.h"
 #include "trainer/config.h"
+#include "trainer/checkpoint.h"
 #include "trainer/config_reader.h"
 #include "trainer/digest.h"
 #include "trainer/errors.h"
+#include "trainer/log.h"
 #include "trainer/trainer.h"
 
 namespace {
 
 using namespace lmforge;
 
-constexpr int kExitOk = 0, kExitFailure = 1, kExitBadInput = 2;
+constexpr int kExitOk = 0, kExitFailure = 1, kExitBadInput = 2, kExitPreempted = 3;
 
 void check_corpus_length(const data::TokenCorpus& corpus, int64_t seq_len, const std::string& key) {
   if (corpus.tokens.numel() <= seq_len)
@@ -60,56 +64,140 @@ std::vector<std::string> gather_hosts(parallel::Comm& comm) {
   return hosts;
 }
 
-int train_loop(const Config& cfg, trainer::CausalLM model, const data::TokenCorpus& train_corpus,
-               const data::TokenCorpus& eval_corpus, experiments::RunRecord* record, parallel::Comm& comm) {
-  trainer::TrainerSettings settings{cfg.train, cfg.optim, cfg.schedule, cfg.eval, cfg.checkpoint, false,
-                                    cfg.parallel.bucket_mb};
+// parallel.backend resolved against the device: NCCL carries CUDA tensors, MPI CPU ones.
+std::string resolve_backend(const std::string& requested, const parallel::DeviceChoice& device) {
+  std::string backend = requested == "auto" ? (device.cuda ? "nccl" : "mpi") : requested;
+  if (backend == "nccl" && !device.cuda)
+    throw InputError("parallel.backend: nccl carries CUDA tensors, but train.device resolved to cpu");
+  if (backend == "mpi" && device.cuda)
+    throw InputError("parallel.backend: mpi carries CPU tensors, but train.device resolved to cuda; use nccl or auto");
+  if (backend == "nccl" && !parallel::nccl_available())
+    throw InputError("parallel.backend: nccl, but this lmforge was built without NCCL");
+  return backend;
+}
+
+struct TrainInputs {
+  trainer::CausalLM model;
+  data::TokenCorpus train, eval;
+  std::string run_dir, resume_from;  // resume_from: a verified checkpoint directory, or empty
+  std::map<std::string, std::string> lineage;
+};
+
+int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record, parallel::Comm& comm) {
+  trainer::TrainerSettings settings;
+  settings.train = cfg.train;
+  settings.optim = cfg.optim;
+  settings.schedule = cfg.schedule;
+  settings.eval = cfg.eval;
+  settings.checkpoint = cfg.checkpoint;
+  settings.bucket_mb = cfg.parallel.bucket_mb;
+  settings.zero = cfg.parallel.zero == 1;
+  settings.run_dir = in.run_dir;
+  settings.lineage = in.lineage;
   settings.live_progress = cfg.logging.progress == "always" || (cfg.logging.progress == "auto" && isatty(2));
-  data::WindowSampler sampler(train_corpus.tokens, cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed));
-  trainer::Trainer trainer(std::move(model), settings, std::move(sampler), eval_corpus.tokens, record, comm);
+  data::WindowSampler sampler(in.train.tokens, cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed));
+  trainer::Trainer trainer(in.model, settings, std::move(sampler), in.eval.tokens, record, comm);
+  if (!in.resume_from.empty()) {
+    trainer.load_checkpoint(in.resume_from);
+    log::line("resumed from " + in.resume_from + " at step " + std::to_string(trainer.step()), comm.rank() == 0);
+  }
   trainer.run();
   return kExitOk;
+}
+
+// checkpoint.resume decided on rank 0 (it alone may probe run locks): the unfinished run to
+// continue (auto) and the checkpoint to load. Every rank gets the answer, or the same error.
+std::pair<std::string, std::string> choose_resume(const Config& cfg, parallel::Comm& control) {
+  std::string run, checkpoint, error;
+  if (control.rank() == 0) {
+    try {
+      const auto& c = cfg.checkpoint;
+      if (c.resume == "auto") {
+        run = experiments::find_unfinished_run(cfg.run.output_dir, cfg.run.name);
+        if (!run.empty()) checkpoint = trainer::find_latest_checkpoint(run + "/checkpoints", c.on_corrupt);
+      } else if (c.resume != "never") {
+        std::string reason = trainer::verify_checkpoint(c.resume);
+        if (!reason.empty()) throw InputError("checkpoint.resume: " + c.resume + ": " + reason);
+        checkpoint = c.resume;
+      }
+    } catch (const InputError& e) {
+      error = e.what();
+    }
+  }
+  error = parallel::broadcast_string(control, error, 0);
+  if (!error.empty()) throw InputError(error);
+  return {parallel::broadcast_string(control, run, 0), parallel::broadcast_string(control, checkpoint, 0)};
 }
 
 int train(const std::string& config_path, const std::vector<std::string>& sets,
           const std::vector<std::string>& argv) {
   parallel::LaunchEnv env = parallel::detect_launch_env();
-  std::unique_ptr<parallel::Comm> comm = env.world_size > 1 ? parallel::make_mpi_world_comm() : parallel::make_self_comm();
-  Config cfg = load_config_on_every_rank(*comm, config_path, sets);
-  if (cfg.parallel.dp != 0 && cfg.parallel.dp != comm->size())
-    throw InputError("parallel.dp is " + std::to_string(cfg.parallel.dp) + " but " + std::to_string(comm->size()) +
+  // The control communicator (MPI, CPU tensors) checks configs, gathers hosts and carries the run
+  // directory; gradients travel on `comm`, which is NCCL's when training on GPUs.
+  std::unique_ptr<parallel::Comm> control =
+      env.world_size > 1 ? parallel::make_mpi_world_comm() : parallel::make_self_comm();
+  Config cfg = load_config_on_every_rank(*control, config_path, sets);
+  control->set_timeout(cfg.parallel.timeout_s);
+  if (cfg.parallel.dp != 0 && cfg.parallel.dp != control->size())
+    throw InputError("parallel.dp is " + std::to_string(cfg.parallel.dp) + " but " + std::to_string(control->size()) +
                      " ranks were started (" + env.launcher + "); set parallel.dp: auto or start that many");
   int threads = parallel::configure_threads(cfg.parallel, env, cfg.train.precision == "bf16");
+  parallel::DeviceChoice device = parallel::pick_device(cfg.train.device, env.local_rank);
+  std::string backend = resolve_backend(cfg.parallel.backend, device);
 
+  TrainInputs in;
   auto tokenizer = data::make_tokenizer(cfg.tokenizer);
-  data::TokenCorpus train_corpus = data::open_text_corpus(cfg.data.train, *tokenizer, cfg.data.cache_dir, "data.train");
-  check_corpus_length(train_corpus, cfg.train.seq_len, "data.train");
-  data::TokenCorpus eval_corpus;
+  in.train = data::open_text_corpus(cfg.data.train, *tokenizer, cfg.data.cache_dir, "data.train");
+  check_corpus_length(in.train, cfg.train.seq_len, "data.train");
   if (!cfg.data.eval.empty()) {
-    eval_corpus = data::open_text_corpus(cfg.data.eval, *tokenizer, cfg.data.cache_dir, "data.eval");
-    check_corpus_length(eval_corpus, cfg.train.seq_len, "data.eval");
+    in.eval = data::open_text_corpus(cfg.data.eval, *tokenizer, cfg.data.cache_dir, "data.eval");
+    check_corpus_length(in.eval, cfg.train.seq_len, "data.eval");
   }
+  auto [resume_run, resume_from] = choose_resume(cfg, *control);
+  in.resume_from = resume_from;
 
-  const bool is_root = comm->rank() == 0;
+  const bool is_root = control->rank() == 0;
   std::optional<experiments::RunRecord> record;
-  if (is_root) record.emplace(experiments::RunRecord::create(cfg.run, cfg.resolved_yaml, argv));
+  if (is_root && !resume_run.empty()) {
+    record.emplace(experiments::RunRecord::reopen(
+        resume_run, resume_from.empty() ? 0 : trainer::checkpoint_step(resume_from), argv));
+  } else if (is_root) {
+    record.emplace(experiments::RunRecord::create(cfg.run, cfg.resolved_yaml, argv));
+    if (!resume_from.empty()) record->set_meta("parent_checkpoint", resume_from);
+  }
+  in.run_dir = parallel::broadcast_string(*control, is_root ? record->dir() : "", 0);
+  log::open_rank_file(in.run_dir + "/logs/rank_" + std::to_string(control->rank()) + ".log");
+  in.lineage = {{"config_sha256", sha256_hex(cfg.resolved_yaml)}, {"train_dataset", in.train.id},
+                {"eval_dataset", in.eval.id}, {"code_version", experiments::code_version_text()}};
   torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
-  trainer::CausalLM model = trainer::build_model(cfg.model);
-  std::vector<std::string> hosts = gather_hosts(*comm);  // collective: every rank calls it
-  if (!is_root) return train_loop(cfg, model, train_corpus, eval_corpus, nullptr, *comm);
-  record->set_meta("world", {{"launcher", env.launcher}, {"world_size", comm->size()}, {"dp", comm->size()},
-                             {"backend", comm->backend()}, {"hosts", hosts}, {"threads", threads}});
-  record->set_meta("datasets", {{"train", {{"id", train_corpus.id}, {"tokens", train_corpus.tokens.numel()},
-                                          {"documents", train_corpus.num_documents}}},
-                               {"eval", eval_corpus.id.empty() ? nlohmann::json(nullptr)
-                                                               : nlohmann::json{{"id", eval_corpus.id},
-                                                                                {"tokens", eval_corpus.tokens.numel()}}}});
-  record->set_meta("model", {{"arch", cfg.model.arch}, {"parameters", model->num_parameters()}});
-  std::fprintf(stderr, "run %s: %s model, %lld parameters, %lld train tokens, %d ranks x %d threads\n",
-               record->dir().c_str(), cfg.model.arch.c_str(), static_cast<long long>(model->num_parameters()),
-               static_cast<long long>(train_corpus.tokens.numel()), comm->size(), threads);
+  in.model = trainer::build_model(cfg.model);  // initialised on the CPU: the same on every device
+  if (device.cuda) in.model->to(torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device.index)));
+  std::vector<std::string> hosts = gather_hosts(*control);  // collective: every rank calls it
+  std::unique_ptr<parallel::Comm> nccl;
+  if (backend == "nccl" && control->size() > 1)
+    nccl = parallel::make_nccl_comm(*control, device.index, cfg.parallel.timeout_s);
+  parallel::Comm& comm = nccl ? *nccl : *control;
+  if (!is_root) return train_loop(cfg, in, nullptr, comm);
+  record->set_meta("world", {{"launcher", env.launcher}, {"world_size", comm.size()}, {"dp", comm.size()},
+                             {"backend", comm.backend()}, {"hosts", hosts}, {"threads", threads},
+                             {"device", device.cuda ? "cuda" : "cpu"}});
+  record->set_meta("datasets", {{"train", {{"id", in.train.id}, {"tokens", in.train.tokens.numel()},
+                                          {"documents", in.train.num_documents}}},
+                               {"eval", in.eval.id.empty() ? nlohmann::json(nullptr)
+                                                           : nlohmann::json{{"id", in.eval.id},
+                                                                            {"tokens", in.eval.tokens.numel()}}}});
+  record->set_meta("model", {{"arch", cfg.model.arch}, {"parameters", in.model->num_parameters()}});
+  log::line("run " + record->dir() + ": " + cfg.model.arch + " model, " + std::to_string(in.model->num_parameters()) +
+            " parameters, " + std::to_string(in.train.tokens.numel()) + " train tokens, " +
+            std::to_string(comm.size()) + " ranks x " + std::to_string(threads) + " threads, " + comm.backend());
   try {
-    train_loop(cfg, model, train_corpus, eval_corpus, &*record, *comm);
+    train_loop(cfg, in, &*record, comm);
+  } catch (const Preempted& e) {
+    record->finish("interrupted", e.what());
+    throw;
+  } catch (const CheckpointError& e) {
+    record->finish("interrupted", e.what());  // resume: auto continues from the last committed checkpoint
+    throw;
   } catch (const std::exception& e) {
     record->finish("failed", e.what());
     throw;
@@ -153,6 +241,17 @@ int main(int argc, char** argv) {
   CLI::App* show_cmd = config_cmd->add_subcommand("show", "print the resolved config (defaults included)");
   add_config_args(show_cmd);
   CLI::App* version_cmd = app.add_subcommand("version", "print versions");
+  CLI::App* runs_cmd = app.add_subcommand("runs", "the run registry: list, show, diff");
+  runs_cmd->require_subcommand(1);
+  std::string output_dir = "runs", run_a, run_b;
+  CLI::App* runs_list = runs_cmd->add_subcommand("list", "every run: id, name, status, steps, final losses");
+  CLI::App* runs_show = runs_cmd->add_subcommand("show", "one run: meta, final metrics, checkpoints");
+  runs_show->add_option("run", run_a, "run directory or run id")->required();
+  CLI::App* runs_diff = runs_cmd->add_subcommand("diff", "two runs side by side: config, data, code, metrics");
+  runs_diff->add_option("run_a", run_a, "run directory or run id")->required();
+  runs_diff->add_option("run_b", run_b, "run directory or run id")->required();
+  for (CLI::App* sub : {runs_list, runs_show, runs_diff})
+    sub->add_option("--output-dir", output_dir, "root of run directories (run.output_dir; default runs)");
 
   try {
     app.parse(argc, argv);
@@ -164,6 +263,12 @@ int main(int argc, char** argv) {
     if (*train_cmd) return train(config_path, sets, args);
     if (*validate_cmd) return config_command(false, config_path, sets);
     if (*show_cmd) return config_command(true, config_path, sets);
+    if (*runs_list) std::cout << experiments::list_runs(output_dir);
+    if (*runs_show) std::cout << experiments::show_run(experiments::resolve_run(run_a, output_dir));
+    if (*runs_diff)
+      std::cout << experiments::diff_runs(experiments::resolve_run(run_a, output_dir),
+                                          experiments::resolve_run(run_b, output_dir));
+    if (*runs_cmd) return kExitOk;
     if (*version_cmd) {
       std::printf("lmforge 0.1.0 (LibTorch %s)\n", TORCH_VERSION);
       return kExitOk;
@@ -172,10 +277,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s", e.what());  // already one "file:line:col: error: ..." line per problem
     return kExitBadInput;
   } catch (const InputError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    log::line(std::string("error: ") + e.what());
     return kExitBadInput;
+  } catch (const Preempted& e) {
+    log::line(std::string("interrupted: ") + e.what() + " (exit 3: requeue to resume)");
+    return kExitPreempted;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    log::line(std::string("error: ") + e.what());
     return kExitFailure;
   }
   return kExitFailure;

@@ -5,7 +5,11 @@
 #define OMPI_SKIP_MPICXX 1  // the C API only: the deprecated C++ bindings need another library
 #include <mpi.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <thread>
 #include <stdexcept>
 
 namespace lmforge::parallel {
@@ -64,13 +68,38 @@ void check_cpu_contiguous(const torch::Tensor& t) {
     throw std::runtime_error("MPI backend needs contiguous CPU tensors (use parallel.backend: nccl for CUDA)");
 }
 
+// Polls `req` until it completes; past the deadline, aborts every rank (MPI_Abort) with a
+// message: a blocking MPI_Wait would wait forever for a stopped or vanished peer.
+void wait_or_abort(MPI_Request& req, double timeout_s, const char* what) {
+  using Clock = std::chrono::steady_clock;
+  auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
+  for (int polls = 0;; ++polls) {
+    int done = 0;
+    check_mpi(MPI_Test(&req, &done, MPI_STATUS_IGNORE), what);
+    if (done) return;
+    if (Clock::now() > deadline) {
+      int rank = 0;
+      MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+      std::fprintf(stderr,
+                   "rank %d: MPI %s did not complete within parallel.timeout_s = %g s: another rank is hung or gone; "
+                   "aborting the job\n",
+                   rank, what, timeout_s);
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    // Spin briefly for latency, then back off so waiting ranks leave the cores to working ones.
+    if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
 class MpiWork : public Work {
  public:
-  MpiWork(MPI_Request req, torch::Tensor target, torch::Tensor staging, ReduceOp op, int size)
-      : req_(req), target_(std::move(target)), staging_(std::move(staging)), op_(op), size_(size) {}
+  MpiWork(MPI_Request req, torch::Tensor target, torch::Tensor staging, ReduceOp op, int size, double timeout_s)
+      : req_(req), target_(std::move(target)), staging_(std::move(staging)), op_(op), size_(size),
+        timeout_s_(timeout_s) {}
   void wait() override {
     if (done_) return;
-    check_mpi(MPI_Wait(&req_, MPI_STATUS_IGNORE), "Wait");
+    wait_or_abort(req_, timeout_s_, "Iallreduce");
     if (op_ == ReduceOp::avg) staging_.div_(size_);
     if (!staging_.is_same(target_)) target_.copy_(staging_);
     done_ = true;
@@ -84,6 +113,7 @@ class MpiWork : public Work {
   torch::Tensor target_, staging_;
   ReduceOp op_;
   int size_;
+  double timeout_s_;
   bool done_ = false;
 };
 
@@ -111,15 +141,17 @@ class MpiComm : public Comm {
     check_mpi(MPI_Iallreduce(MPI_IN_PLACE, staging.data_ptr(), static_cast<int>(staging.numel()),
                              mpi_type(staging.scalar_type()), mpi_op(op), comm_, &req),
               "Iallreduce");
-    return std::make_unique<MpiWork>(req, t, staging, op, size_);
+    return std::make_unique<MpiWork>(req, t, staging, op, size_, timeout_s_);
   }
 
   void broadcast(torch::Tensor& t, int root) override {
     check_cpu_contiguous(t);
     torch::Tensor staging = needs_fp32(t) ? t.to(torch::kFloat) : t;
-    check_mpi(MPI_Bcast(staging.data_ptr(), static_cast<int>(staging.numel()), mpi_type(staging.scalar_type()), root,
-                        comm_),
-              "Bcast");
+    MPI_Request req;
+    check_mpi(MPI_Ibcast(staging.data_ptr(), static_cast<int>(staging.numel()), mpi_type(staging.scalar_type()), root,
+                         comm_, &req),
+              "Ibcast");
+    wait_or_abort(req, timeout_s_, "Ibcast");
     if (!staging.is_same(t)) t.copy_(staging);
   }
 
@@ -131,9 +163,12 @@ class MpiComm : public Comm {
     if (sizes.empty()) sizes.push_back(1);
     sizes[0] *= size_;
     auto out = torch::empty(sizes, staging.options());
-    check_mpi(MPI_Allgather(staging.data_ptr(), static_cast<int>(staging.numel()), mpi_type(staging.scalar_type()),
-                            out.data_ptr(), static_cast<int>(staging.numel()), mpi_type(staging.scalar_type()), comm_),
-              "Allgather");
+    MPI_Request req;
+    check_mpi(MPI_Iallgather(staging.data_ptr(), static_cast<int>(staging.numel()), mpi_type(staging.scalar_type()),
+                             out.data_ptr(), static_cast<int>(staging.numel()), mpi_type(staging.scalar_type()), comm_,
+                             &req),
+              "Iallgather");
+    wait_or_abort(req, timeout_s_, "Iallgather");
     return out.to(t.scalar_type());
   }
 
@@ -146,25 +181,35 @@ class MpiComm : public Comm {
     auto sizes = staging.sizes().vec();
     sizes[0] /= size_;
     auto out = torch::empty(sizes, staging.options());
-    check_mpi(MPI_Reduce_scatter_block(staging.data_ptr(), out.data_ptr(), static_cast<int>(out.numel()),
-                                       mpi_type(staging.scalar_type()), mpi_op(op), comm_),
-              "Reduce_scatter_block");
+    MPI_Request req;
+    check_mpi(MPI_Ireduce_scatter_block(staging.data_ptr(), out.data_ptr(), static_cast<int>(out.numel()),
+                                        mpi_type(staging.scalar_type()), mpi_op(op), comm_, &req),
+              "Ireduce_scatter_block");
+    wait_or_abort(req, timeout_s_, "Ireduce_scatter_block");
     if (op == ReduceOp::avg) out.div_(size_);
     return out.to(t.scalar_type());
   }
 
-  void barrier() override { check_mpi(MPI_Barrier(comm_), "Barrier"); }
+  void barrier() override {
+    MPI_Request req;
+    check_mpi(MPI_Ibarrier(comm_, &req), "Ibarrier");
+    wait_or_abort(req, timeout_s_, "Ibarrier");
+  }
+  void set_timeout(double seconds) override { timeout_s_ = seconds; }
 
   std::unique_ptr<Comm> split(int color, int key) override {
     MPI_Comm sub;
     check_mpi(MPI_Comm_split(comm_, color, key, &sub), "Comm_split");
-    return std::make_unique<MpiComm>(sub, true);
+    auto child = std::make_unique<MpiComm>(sub, true);
+    child->set_timeout(timeout_s_);
+    return child;
   }
 
  private:
   MPI_Comm comm_;
   bool owned_;
   int rank_ = 0, size_ = 1;
+  double timeout_s_ = 600;  // parallel.timeout_s's default until the config is read
 };
 
 void finalize_mpi() {
@@ -189,6 +234,15 @@ std::unique_ptr<Comm> make_mpi_world_comm() {
   }
   return std::make_unique<MpiComm>(MPI_COMM_WORLD, false);
 }
+
+#ifndef LMFORGE_HAVE_NCCL
+bool nccl_available() { return false; }
+
+std::unique_ptr<Comm> make_nccl_comm(Comm&, int, double) {
+  throw std::runtime_error("parallel.backend: nccl: this lmforge was built without NCCL (CUDA and NCCL were not "
+                           "found when it was configured)");
+}
+#endif
 
 std::string broadcast_string(Comm& comm, const std::string& value, int root) {
   auto length = torch::tensor({static_cast<int64_t>(value.size())}, torch::kLong);

@@ -1,5 +1,5 @@
 // parallel/comm.h -- the communicator interface and its backends' factory: collectives on
-// tensors, non-blocking allreduce with a handle, sub-groups. MPI carries CPU tensors.
+// tensors, non-blocking allreduce with a handle, sub-groups. MPI carries CPU tensors, NCCL CUDA ones.
 #pragma once
 
 #include <torch/torch.h>
@@ -33,6 +33,9 @@ class Comm {
   virtual void barrier() = 0;
   // Ranks with the same color form a new communicator, ordered by key.
   virtual std::unique_ptr<Comm> split(int color, int key) = 0;
+  // A collective that has not completed after this long aborts the whole job with a message
+  // naming it: a hung or vanished rank must not hang the others.
+  virtual void set_timeout(double seconds) {}
 };
 
 // The communicator of a single process: every collective is the identity.
@@ -40,6 +43,14 @@ std::unique_ptr<Comm> make_self_comm();
 
 // MPI_COMM_WORLD (initialising MPI on first use, finalising at exit).
 std::unique_ptr<Comm> make_mpi_world_comm();
+
+// Whether this build has the NCCL backend (CUDA and NCCL were found when it was configured).
+bool nccl_available();
+
+// A NCCL communicator over the same ranks as `bootstrap` (which carries NCCL's unique id from
+// rank 0), using CUDA device `device`. Collectives take contiguous CUDA tensors, run on a
+// dedicated stream ordered after LibTorch's, and a watchdog aborts the job after `timeout_s`.
+std::unique_ptr<Comm> make_nccl_comm(Comm& bootstrap, int device, double timeout_s);
 
 // Broadcasts a string from `root` (e.g. the run directory rank 0 created).
 std::string broadcast_string(Comm& comm, const std::string& value, int root);

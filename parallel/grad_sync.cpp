@@ -13,7 +13,7 @@ namespace lmforge::parallel {
 struct GradSync::Bucket {
   std::vector<torch::Tensor> params;
   std::vector<int64_t> offsets;  // element offset of each parameter in `flat`
-  torch::Tensor flat;            // (numel of all params) fp32
+  torch::Tensor flat;            // (numel of all params) fp32, on the parameters' device
   std::vector<bool> ready;
   size_t num_ready = 0;
   std::unique_ptr<Work> work;
@@ -49,7 +49,7 @@ GradSync::GradSync(torch::nn::Module& model, Comm& comm, double bucket_mb) : mod
     Bucket& b = *buckets_.back();
     b.offsets.push_back(b.flat.numel());
     b.params.push_back(*it);
-    b.flat = torch::empty({b.flat.numel() + it->numel()}, torch::kFloat);
+    b.flat = torch::empty({b.flat.numel() + it->numel()}, it->options().dtype(torch::kFloat));
   }
   for (size_t bi = 0; bi < buckets_.size(); ++bi) {
     Bucket& b = *buckets_[bi];

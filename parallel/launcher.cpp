@@ -9,19 +9,36 @@
 #include <thread>
 
 #include "trainer/config_reader.h"
+#include "trainer/errors.h"
 
 namespace lmforge::parallel {
 
 void read_parallel_config(config::Section& s, ParallelConfig& c) {
   s.field("threads", c.threads, config::at_least(0));
   s.field("dp", c.dp, config::at_least(0));
-  s.field("backend", c.backend, {"auto", "mpi"});
+  s.field("backend", c.backend, {"auto", "mpi", "nccl"});
   s.field("bucket_mb", c.bucket_mb, config::greater_than(0));
+  s.field("zero", c.zero, config::between(0, 1));
+  s.field("timeout_s", c.timeout_s, config::greater_than(0));
 }
 
 static int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   return v && *v ? std::atoi(v) : fallback;
+}
+
+DeviceChoice pick_device(const std::string& requested, int local_rank) {
+  DeviceChoice d;
+  if (requested == "cpu") return d;
+  int count = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  if (count == 0) {
+    if (requested == "cuda")
+      throw InputError("train.device: cuda, but this LibTorch (" TORCH_VERSION ") sees no CUDA device");
+    return d;
+  }
+  d.cuda = true;
+  d.index = local_rank % count;
+  return d;
 }
 
 LaunchEnv detect_launch_env() {

@@ -14,10 +14,20 @@ namespace lmforge::parallel {
 struct ParallelConfig {
   int64_t threads = 0;        // CPU threads per rank; 0 (auto): cores per node / ranks per node
   int64_t dp = 0;             // data-parallel ranks; 0 (auto): the world size
-  std::string backend = "auto";  // auto | mpi: MPI carries CPU tensors
+  std::string backend = "auto";  // auto: nccl for CUDA devices, mpi otherwise
   double bucket_mb = 25.0;    // gradient bucket size: DDP's default, big enough to amortise latency
+  int64_t zero = 0;           // 1: shard AdamW's state across data-parallel ranks (ZeRO stage 1)
+  double timeout_s = 600;     // a collective waiting longer aborts the job: a hung rank must not hang all
 };
 void read_parallel_config(config::Section& s, ParallelConfig& c);
+
+struct DeviceChoice {
+  bool cuda = false;
+  int index = 0;  // the CUDA device: local rank modulo the devices this node has
+};
+// `requested` is train.device: auto (CUDA when LibTorch sees a GPU) | cpu | cuda. Throws
+// InputError when cuda is asked for and LibTorch has no CUDA device.
+DeviceChoice pick_device(const std::string& requested, int local_rank);
 
 struct LaunchEnv {
   std::string launcher = "single";  // single | openmpi | slurm

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <set>
@@ -323,6 +325,17 @@ void Section::field(const std::string& key, int64_t& value, Limits limits, Need 
   s_->resolved[key] = value;
 }
 
+// The shortest decimal that reads back as exactly `v` (yaml-cpp writes 17 digits: 0.003 would show
+// as 0.0030000000000000001 in `config show` and `runs diff`).
+static std::string shortest_decimal(double v) {
+  char buf[32];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
+}
+
 void Section::field(const std::string& key, double& value, Limits limits, Need need) {
   bind(*s_, key, need, "a number", [&](const YAML::Node& n) -> std::string {
     double v = 0;
@@ -336,7 +349,7 @@ void Section::field(const std::string& key, double& value, Limits limits, Need n
     value = v;
     return "";
   });
-  s_->resolved[key] = value;
+  s_->resolved[key] = shortest_decimal(value);
 }
 
 void Section::field(const std::string& key, std::string& value,

@@ -4,15 +4,22 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <atomic>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <fstream>
+#include <functional>
+#include <type_traits>
 #include <nlohmann/json.hpp>
 
 #include "experiments/run_record.h"
 #include "parallel/comm.h"
 #include "parallel/grad_sync.h"
+#include "parallel/zero.h"
 #include "trainer/config_reader.h"
 #include "trainer/errors.h"
+#include "trainer/log.h"
 #include "trainer/safetensors.h"
 
 namespace lmforge::trainer {
@@ -26,38 +33,139 @@ void read_train_config(config::Section& s, TrainConfig& c) {
   s.field("log_every", c.log_every, at_least(1));
   s.field("eval_every", c.eval_every, at_least(0));
   s.field("precision", c.precision, {"fp32", "bf16"});
+  s.field("device", c.device, {"auto", "cpu", "cuda"});
 }
 
 void read_eval_config(config::Section& s, EvalConfig& c) {
   s.field("max_batches", c.max_batches, config::at_least(1));
 }
 
-void read_checkpoint_config(config::Section& s, CheckpointConfig& c) {
-  s.field("save_final", c.save_final);
-}
-
-CpuAutocast::CpuAutocast(bool enabled) : enabled_(enabled) {
+// LibTorch 2.4 replaced the per-device autocast setters with ones taking the device type.
+Autocast::Autocast(bool enabled, torch::DeviceType device) : enabled_(enabled), device_(device) {
   if (!enabled_) return;
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  at::autocast::set_autocast_enabled(at::kCPU, true);
-  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+  at::autocast::set_autocast_enabled(device_, true);
+  at::autocast::set_autocast_dtype(device_, at::kBFloat16);
 #else
-  at::autocast::set_cpu_enabled(true);
-  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  if (device_ == torch::kCUDA) {
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+  } else {
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  }
 #endif
 }
 
-CpuAutocast::~CpuAutocast() {
+Autocast::~Autocast() {
   if (!enabled_) return;
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  at::autocast::set_autocast_enabled(at::kCPU, false);
+  at::autocast::set_autocast_enabled(device_, false);
 #else
-  at::autocast::set_cpu_enabled(false);
+  if (device_ == torch::kCUDA) {
+    at::autocast::set_enabled(false);
+  } else {
+    at::autocast::set_cpu_enabled(false);
+  }
 #endif
   at::autocast::clear_cache();  // the next forward must see the weights the optimizer updated
 }
 
 namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int signo) { g_stop_signal.store(signo); }
+
+// While alive, SIGTERM and SIGUSR1 only set a flag (a second one during a save changes nothing);
+// at each step boundary the ranks agree whether any of them got one.
+class PreemptionSignals {
+ public:
+  PreemptionSignals() {
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGTERM, &action, &old_term_);
+    sigaction(SIGUSR1, &action, &old_usr1_);
+  }
+  ~PreemptionSignals() {
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGUSR1, &old_usr1_, nullptr);
+  }
+  bool received_on_any_rank(parallel::Comm& comm, const torch::Device& device) {
+    auto flag = torch::tensor({static_cast<double>(g_stop_signal.load())}, torch::kDouble).to(device);
+    comm.allreduce(flag, parallel::ReduceOp::max);
+    return flag.item<double>() > 0;
+  }
+
+ private:
+  struct sigaction old_term_ {}, old_usr1_ {};
+};
+
+// LibTorch 1.x keys optimizer state by the parameter's TensorImpl address as a string, 2.x by
+// the address itself; this gives the key either way.
+template <typename StateMap>
+typename StateMap::key_type state_key(const StateMap&, const torch::Tensor& p) {
+  using Key = typename StateMap::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    return c10::guts::to_string(p.unsafeGetTensorImpl());
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
+}
+
+// The optimizer's parameters in group order, each with a name from `name_of`.
+std::vector<std::pair<std::string, torch::Tensor>> optimizer_params(
+    torch::optim::AdamW& opt, const std::function<std::string(const torch::Tensor&, size_t)>& name_of) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& group : opt.param_groups())
+    for (auto& p : group.params()) out.emplace_back(name_of(p, out.size()), p);
+  return out;
+}
+
+// AdamW's moments and step counts as tensors <name>.exp_avg, <name>.exp_avg_sq, <name>.step.
+NamedTensors adamw_state(torch::optim::AdamW& opt, const std::vector<std::pair<std::string, torch::Tensor>>& params) {
+  NamedTensors out;
+  auto& state = opt.state();
+  for (const auto& [name, p] : params) {
+    auto it = state.find(state_key(state, p));
+    if (it == state.end()) continue;  // no step taken yet
+    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+    out.emplace_back(name + ".exp_avg", s.exp_avg().cpu());
+    out.emplace_back(name + ".exp_avg_sq", s.exp_avg_sq().cpu());
+    out.emplace_back(name + ".step", torch::tensor({s.step()}, torch::kLong));
+  }
+  return out;
+}
+
+void load_adamw_state(torch::optim::AdamW& opt, const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                      const NamedTensors& saved, const std::string& file) {
+  std::map<std::string, torch::Tensor> by_name(saved.begin(), saved.end());
+  auto& state = opt.state();
+  std::vector<std::string> problems;
+  for (const auto& [name, p] : params) {
+    auto avg = by_name.find(name + ".exp_avg"), sq = by_name.find(name + ".exp_avg_sq"), st = by_name.find(name + ".step");
+    if (avg == by_name.end() || sq == by_name.end() || st == by_name.end()) {
+      problems.push_back(name + ": no optimizer state");
+      continue;
+    }
+    if (avg->second.sizes() != p.sizes() || sq->second.sizes() != p.sizes()) {
+      problems.push_back(name + ": optimizer state of shape " + c10::str(avg->second.sizes()) + ", parameter " +
+                         c10::str(p.sizes()));
+      continue;
+    }
+    auto s = std::make_unique<torch::optim::AdamWParamState>();
+    s->step(st->second.item<int64_t>());
+    s->exp_avg(avg->second.to(p.device()).clone());
+    s->exp_avg_sq(sq->second.to(p.device()).clone());
+    state[state_key(state, p)] = std::move(s);
+  }
+  if (!problems.empty() && !saved.empty()) {
+    std::string message = file + " does not fit this optimizer:";
+    for (const auto& m : problems) message += "\n  " + m;
+    throw InputError(message);
+  }
+}
+
 std::string format_duration(double seconds) {
   int s = static_cast<int>(seconds + 0.5);
   char buf[32];
@@ -69,6 +177,7 @@ std::string format_duration(double seconds) {
 Trainer::Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler train_data,
                  torch::Tensor eval_tokens, experiments::RunRecord* record, parallel::Comm& comm)
     : model_(std::move(model)),
+      device_(model_->parameters().front().device()),
       s_(std::move(settings)),
       train_data_(std::move(train_data)),
       eval_tokens_(std::move(eval_tokens)),
@@ -77,37 +186,51 @@ Trainer::Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler t
       grad_sync_(std::make_unique<parallel::GradSync>(*model_, comm, s_.bucket_mb)),
       optimizer_(make_optimizer(*model_, s_.optim)) {
   grad_sync_->broadcast_parameters();
+  if (s_.zero) zero_ = std::make_unique<parallel::ZeroOptimizer>(*optimizer_, comm_);
 }
 
 Trainer::~Trainer() = default;
 
 void Trainer::run() {
   const int64_t max_steps = s_.train.max_steps;
+  PreemptionSignals signals;
   start_ = last_log_time_ = std::chrono::steady_clock::now();
-  for (int64_t step = 0; step < max_steps; ++step) {
-    double lr = lr_at(step, max_steps, s_.optim.lr, s_.schedule);
-    set_lr(*optimizer_, lr);
+  start_step_ = step_;
+  last_log_tokens_ = tokens_seen_;
+  while (step_ < max_steps) {
+    double lr = lr_at(step_, max_steps, s_.optim.lr, s_.schedule);
     double loss = train_step();
-    double grad_norm = clip_grad_norm(*model_, s_.optim.grad_clip);
+    double grad_norm = sync_and_clip();
     if (!std::isfinite(loss) || !std::isfinite(grad_norm))
-      throw TrainingError("step " + std::to_string(step + 1) + ": loss " + std::to_string(loss) +
+      throw TrainingError("step " + std::to_string(step_ + 1) + ": loss " + std::to_string(loss) +
                           ", gradient norm " + std::to_string(grad_norm) +
                           ": not finite, stopping before the update (try a lower optim.lr or check the data)");
-    optimizer_->step();
+    apply_update(lr);
+    ++step_;
     losses_.push_back(loss);
-    log_step(step + 1, loss, grad_norm, lr);
-    bool last = step + 1 == max_steps;
-    if (eval_tokens_.defined() && (last || (s_.train.eval_every > 0 && (step + 1) % s_.train.eval_every == 0))) {
-      EvalResult r = evaluate();
-      if (comm_.rank() == 0)
-        std::fprintf(stderr, "%seval step %lld: loss %.4f  perplexity %.2f\n", s_.live_progress ? "\n" : "",
-                   static_cast<long long>(step + 1), r.loss, r.perplexity);
-      if (record_)
-        record_->append_metrics({{"step", step + 1}, {"eval_loss", r.loss}, {"eval_ppl", r.perplexity},
-                                 {"eval_tokens", r.tokens}});
+    log_step(step_, loss, grad_norm, lr);
+    if (eval_tokens_.defined() && (step_ == max_steps || (s_.train.eval_every > 0 && step_ % s_.train.eval_every == 0)))
+      log_eval(evaluate());
+    if (signals.received_on_any_rank(comm_, device_)) {
+      std::string saved = save_checkpoint();
+      throw Preempted("stopped by a signal at step " + std::to_string(step_) + "; saved " + saved);
     }
+    if (s_.checkpoint.every_steps > 0 && step_ % s_.checkpoint.every_steps == 0 && step_ < max_steps)
+      save_checkpoint();
   }
-  if (s_.checkpoint.save_final) save_final_weights();
+  if (s_.checkpoint.save_final) {
+    save_final_weights();
+    if (!s_.run_dir.empty()) save_checkpoint();
+  }
+}
+
+void Trainer::log_eval(const EvalResult& r) {
+  char text[128];
+  std::snprintf(text, sizeof text, "%seval step %lld: loss %.4f  perplexity %.2f", s_.live_progress ? "\n" : "",
+                static_cast<long long>(step_), r.loss, r.perplexity);
+  log::line(text, comm_.rank() == 0);
+  if (record_)
+    record_->append_metrics({{"step", step_}, {"eval_loss", r.loss}, {"eval_ppl", r.perplexity}, {"eval_tokens", r.tokens}});
 }
 
 double Trainer::train_step() {
@@ -118,35 +241,54 @@ double Trainer::train_step() {
   double loss_sum = 0;
   for (int64_t micro = 0; micro < accum; ++micro) {
     int64_t first = (comm_.rank() * accum + micro) * micro_batch;
-    auto inputs = global.inputs.narrow(0, first, micro_batch), targets = global.targets.narrow(0, first, micro_batch);
+    auto inputs = global.inputs.narrow(0, first, micro_batch).to(device_);
+    auto targets = global.targets.narrow(0, first, micro_batch).to(device_);
     torch::Tensor loss;
     {
-      CpuAutocast autocast(s_.train.precision == "bf16");
+      Autocast autocast(s_.train.precision == "bf16", device_.type());
       loss = causal_lm_loss(model_->forward(inputs), targets);
     }
-    grad_sync_->begin_backward(/*sync=*/micro == accum - 1);
+    grad_sync_->begin_backward(/*sync=*/!zero_ && micro == accum - 1);  // ZeRO reduce-scatters instead
     (loss / static_cast<double>(accum)).backward();
     loss_sum += loss.item<double>();
   }
   grad_sync_->finish();
   tokens_seen_ += global.inputs.numel();
-  auto mean_loss = torch::tensor({loss_sum / static_cast<double>(accum)}, torch::kDouble);
+  auto mean_loss = torch::tensor({loss_sum / static_cast<double>(accum)}, torch::kDouble).to(device_);
   comm_.allreduce(mean_loss, parallel::ReduceOp::avg);  // a NaN on any rank reaches every rank
   return mean_loss.item<double>();
+}
+
+double Trainer::sync_and_clip() {
+  if (zero_) return zero_->reduce_gradients_and_clip(s_.optim.grad_clip);
+  return clip_grad_norm(*model_, s_.optim.grad_clip);  // grad_sync_ already averaged the gradients
+}
+
+void Trainer::apply_update(double lr) {
+  if (zero_) {
+    set_lr(zero_->optimizer(), lr);
+    zero_->step();
+  } else {
+    set_lr(*optimizer_, lr);
+    optimizer_->step();
+  }
 }
 
 EvalResult Trainer::evaluate() {
   torch::NoGradGuard no_grad;
   model_->eval();
   auto batches = data::fixed_batches(eval_tokens_, s_.train.seq_len, s_.train.micro_batch_size, s_.eval.max_batches);
-  auto sums = torch::zeros({2}, torch::kDouble);  // [loss x tokens, tokens] over this rank's batches
+  double local[2] = {0, 0};  // [loss x tokens, tokens] over this rank's batches
   for (size_t i = comm_.rank(); i < batches.size(); i += comm_.size()) {
-    CpuAutocast autocast(s_.train.precision == "bf16");
-    double loss = causal_lm_loss(model_->forward(batches[i].inputs), batches[i].targets).item<double>();
-    sums[0] += loss * static_cast<double>(batches[i].targets.numel());
-    sums[1] += static_cast<double>(batches[i].targets.numel());
+    Autocast autocast(s_.train.precision == "bf16", device_.type());
+    auto targets = batches[i].targets.to(device_);
+    double loss = causal_lm_loss(model_->forward(batches[i].inputs.to(device_)), targets).item<double>();
+    local[0] += loss * static_cast<double>(targets.numel());
+    local[1] += static_cast<double>(targets.numel());
   }
+  auto sums = torch::tensor({local[0], local[1]}, torch::kDouble).to(device_);
   comm_.allreduce(sums, parallel::ReduceOp::sum);
+  sums = sums.cpu();
   EvalResult r;
   r.tokens = static_cast<int64_t>(sums[1].item<double>());
   r.loss = r.tokens > 0 ? sums[0].item<double>() / static_cast<double>(r.tokens) : 0.0;
@@ -155,29 +297,114 @@ EvalResult Trainer::evaluate() {
 }
 
 void Trainer::log_step(int64_t step, double loss, double grad_norm, double lr) {
-  if (comm_.rank() != 0) return;
+  const bool console = comm_.rank() == 0;
   const int64_t max_steps = s_.train.max_steps;
-  bool logged = step == 1 || step % s_.train.log_every == 0 || step == max_steps;
+  bool logged = step == start_step_ + 1 || step % s_.train.log_every == 0 || step == max_steps;
   auto now = std::chrono::steady_clock::now();
   double elapsed = std::chrono::duration<double>(now - start_).count();
-  double eta = elapsed / static_cast<double>(step) * static_cast<double>(max_steps - step);
+  double eta = elapsed / static_cast<double>(step - start_step_) * static_cast<double>(max_steps - step);
   double window = std::chrono::duration<double>(now - last_log_time_).count();
   double tokens_per_s = window > 0 ? static_cast<double>(tokens_seen_ - last_log_tokens_) / window : 0.0;
-  if (s_.live_progress) {
+  if (s_.live_progress && console) {
     std::fprintf(stderr, "\rstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  eta %s   ", static_cast<long long>(step),
                  static_cast<long long>(max_steps), loss, lr, tokens_per_s, format_duration(eta).c_str());
     if (step == max_steps) std::fputc('\n', stderr);
   }
   if (!logged) return;
-  if (!s_.live_progress)
-    std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.2e  grad_norm %.3f  %.0f tok/s  eta %s\n",
-                 static_cast<long long>(step), static_cast<long long>(max_steps), loss, lr, grad_norm, tokens_per_s,
-                 format_duration(eta).c_str());
+  char text[160];
+  std::snprintf(text, sizeof text, "step %lld/%lld  loss %.4f  lr %.2e  grad_norm %.3f  %.0f tok/s  eta %s",
+                static_cast<long long>(step), static_cast<long long>(max_steps), loss, lr, grad_norm, tokens_per_s,
+                format_duration(eta).c_str());
+  log::line(text, console && !s_.live_progress);
   if (record_)
     record_->append_metrics({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
                              {"tokens", tokens_seen_}, {"tokens_per_s", tokens_per_s}, {"elapsed_s", elapsed}});
   last_log_time_ = now;
   last_log_tokens_ = tokens_seen_;
+}
+
+std::string Trainer::save_checkpoint() {
+  CheckpointFiles files;
+  const std::string rank = std::to_string(comm_.rank());
+  if (comm_.rank() == 0) {
+    NamedTensors weights;
+    for (const auto& item : model_->named_parameters()) weights.emplace_back(item.key(), item.value().detach().cpu());
+    files.tensors["model.safetensors"] = std::move(weights);
+    if (!zero_) files.tensors["optimizer.safetensors"] = adamw_state(*optimizer_, named_optimizer_params());
+    nlohmann::json state = {{"step", step_}, {"tokens_seen", tokens_seen_}, {"sampler", train_data_.state()},
+                            {"world_size", comm_.size()}, {"zero", s_.zero}};
+    files.texts["trainer_state.json"] = state.dump(2) + "\n";
+  }
+  if (zero_) files.tensors["optimizer.rank_" + rank + ".safetensors"] = adamw_state(zero_->optimizer(), zero_params());
+  files.tensors["rng.rank_" + rank + ".safetensors"] = {{"torch_cpu", at::detail::getDefaultCPUGenerator().get_state()}};
+  auto t = std::chrono::steady_clock::now();
+  std::string dir = commit_checkpoint(s_.run_dir + "/checkpoints", step_, files, s_.lineage, s_.checkpoint, comm_);
+  log::line("saved " + dir + " in " +
+                std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count()) + " s",
+            comm_.rank() == 0);
+  return dir;
+}
+
+void Trainer::load_checkpoint(const std::string& dir) {
+  std::ifstream state_in(dir + "/trainer_state.json");
+  auto state = nlohmann::json::parse(state_in);
+  if (state.at("zero").get<bool>() != s_.zero || (s_.zero && state.at("world_size").get<int>() != comm_.size()))
+    throw InputError(dir + " was saved with parallel.zero " + std::string(state.at("zero").get<bool>() ? "1" : "0") +
+                     " on " + std::to_string(state.at("world_size").get<int>()) +
+                     " ranks; ZeRO-1 optimizer shards resume only with the same setting and number of ranks");
+  auto saved = load_safetensors(dir + "/model.safetensors");
+  std::map<std::string, torch::Tensor> by_name(saved.begin(), saved.end());
+  std::vector<std::string> problems;
+  auto params = model_->named_parameters();
+  for (const auto& item : params) {
+    auto it = by_name.find(item.key());
+    if (it == by_name.end()) {
+      problems.push_back("missing: " + item.key());
+    } else if (it->second.sizes() != item.value().sizes()) {
+      problems.push_back("shape: " + item.key() + " is " + c10::str(it->second.sizes()) + " in the checkpoint, " +
+                         c10::str(item.value().sizes()) + " in this model");
+    }
+  }
+  for (const auto& [name, t] : saved)
+    if (!params.contains(name)) problems.push_back("unexpected: " + name);
+  if (!problems.empty()) {
+    std::string message = dir + "/model.safetensors does not fit the configured model:";
+    for (const auto& p : problems) message += "\n  " + p;
+    throw InputError(message);
+  }
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& item : params) item.value().copy_(by_name[item.key()]);
+  }
+  const std::string rank = std::to_string(comm_.rank());
+  if (zero_) {
+    std::string file = dir + "/optimizer.rank_" + rank + ".safetensors";
+    load_adamw_state(zero_->optimizer(), zero_params(), load_safetensors(file), file);
+  } else {
+    std::string file = dir + "/optimizer.safetensors";
+    load_adamw_state(*optimizer_, named_optimizer_params(), load_safetensors(file), file);
+  }
+  // A rank that did not exist when the checkpoint was saved takes rank 0's generator.
+  std::string rng_file = dir + "/rng.rank_" + rank + ".safetensors";
+  if (!std::ifstream(rng_file)) rng_file = dir + "/rng.rank_0.safetensors";
+  for (const auto& [name, t] : load_safetensors(rng_file))
+    if (name == "torch_cpu") {
+      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: shares the global state
+      generator.set_state(t);
+    }
+  step_ = state.at("step").get<int64_t>();
+  tokens_seen_ = state.at("tokens_seen").get<int64_t>();
+  train_data_.restore(state.at("sampler").get<std::string>());
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Trainer::named_optimizer_params() {
+  std::map<torch::TensorImpl*, std::string> names;
+  for (const auto& item : model_->named_parameters()) names[item.value().unsafeGetTensorImpl()] = item.key();
+  return optimizer_params(*optimizer_, [&](const torch::Tensor& p, size_t) { return names.at(p.unsafeGetTensorImpl()); });
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Trainer::zero_params() {
+  return optimizer_params(zero_->optimizer(), [](const torch::Tensor&, size_t i) { return "shard_group" + std::to_string(i); });
 }
 
 void Trainer::save_final_weights() {

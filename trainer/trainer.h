@@ -7,9 +7,11 @@
 #include <cstdint>
 #include <chrono>
 #include <memory>
+#include <map>
 #include <string>
 
 #include "data/text_dataset.h"
+#include "trainer/checkpoint.h"
 #include "trainer/model.h"
 #include "trainer/optim.h"
 
@@ -22,6 +24,7 @@ class RunRecord;
 namespace lmforge::parallel {
 class Comm;
 class GradSync;
+class ZeroOptimizer;
 }
 
 namespace lmforge::trainer {
@@ -34,6 +37,7 @@ struct TrainConfig {
   int64_t log_every = 10;         // steps between metric rows (and log lines without a TTY)
   int64_t eval_every = 0;         // steps between evaluations; 0: only at the end
   std::string precision = "fp32"; // fp32 | bf16 (autocast: matmuls in bf16, weights and optimizer in fp32)
+  std::string device = "auto";    // auto: CUDA when LibTorch sees a GPU, else cpu | cpu | cuda
 };
 void read_train_config(config::Section& s, TrainConfig& c);
 
@@ -42,22 +46,18 @@ struct EvalConfig {
 };
 void read_eval_config(config::Section& s, EvalConfig& c);
 
-struct CheckpointConfig {
-  bool save_final = true;  // write model.safetensors into the run directory at the end
-};
-void read_checkpoint_config(config::Section& s, CheckpointConfig& c);
-
-// bf16 autocast on CPU while alive (matmuls in bf16; weights stay fp32). On exit it clears the
-// cast-weight cache. A no-op when constructed with false.
-class CpuAutocast {
+// bf16 autocast on `device` while alive (matmuls in bf16; weights stay fp32). On exit it clears
+// the cast-weight cache. A no-op when constructed with enabled = false.
+class Autocast {
  public:
-  explicit CpuAutocast(bool enabled);
-  ~CpuAutocast();
-  CpuAutocast(const CpuAutocast&) = delete;
-  CpuAutocast& operator=(const CpuAutocast&) = delete;
+  explicit Autocast(bool enabled, torch::DeviceType device = torch::kCPU);
+  ~Autocast();
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
 
  private:
   bool enabled_;
+  torch::DeviceType device_;
 };
 
 struct TrainerSettings {
@@ -68,6 +68,9 @@ struct TrainerSettings {
   CheckpointConfig checkpoint;
   bool live_progress = false;  // rewrite one status line (a terminal) instead of printing lines
   double bucket_mb = 25.0;     // data-parallel gradient bucket size
+  bool zero = false;           // shard the optimizer state across ranks (ZeRO-1)
+  std::string run_dir;         // checkpoints go to <run_dir>/checkpoints; empty: no checkpoints
+  std::map<std::string, std::string> lineage;  // config hash, dataset ids, code version: into manifests
 };
 
 struct EvalResult {
@@ -84,17 +87,31 @@ class Trainer {
   Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler train_data,
           torch::Tensor eval_tokens, experiments::RunRecord* record, parallel::Comm& comm);
   ~Trainer();
-  // Trains to max_steps; throws TrainingError on a non-finite loss or gradient norm.
+  // Trains from the current step to max_steps; throws TrainingError on a non-finite loss or
+  // gradient norm, and Preempted after saving a checkpoint when SIGTERM/SIGUSR1 reached any rank.
   void run();
+  // Collective: saves the complete state (weights, optimizer, step and token counters, sampler,
+  // every rank's RNG) as a checkpoint of the current step. Returns its directory.
+  std::string save_checkpoint();
+  // Restores the state saved by save_checkpoint (verified first by the caller). Throws InputError
+  // listing every missing, extra or mis-shaped tensor.
+  void load_checkpoint(const std::string& checkpoint_dir);
+  int64_t step() const { return step_; }
   EvalResult evaluate();
   const std::vector<double>& losses() const { return losses_; }  // one per optimizer step
 
  private:
   double train_step();  // returns the mean loss over the global batch
+  double sync_and_clip();  // gradients averaged over ranks and clipped; returns the norm
+  void apply_update(double lr);
   void log_step(int64_t step, double loss, double grad_norm, double lr);
+  void log_eval(const EvalResult& r);
   void save_final_weights();
+  std::vector<std::pair<std::string, torch::Tensor>> named_optimizer_params();  // model names
+  std::vector<std::pair<std::string, torch::Tensor>> zero_params();             // this rank's shards
 
   CausalLM model_;
+  torch::Device device_;  // where the model lives; batches are moved here
   TrainerSettings s_;
   data::WindowSampler train_data_;
   torch::Tensor eval_tokens_;  // (N) int64, undefined when there is no eval data
@@ -102,7 +119,10 @@ class Trainer {
   parallel::Comm& comm_;
   std::unique_ptr<parallel::GradSync> grad_sync_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<parallel::ZeroOptimizer> zero_;  // set when s_.zero: steps shards instead of optimizer_
   std::vector<double> losses_;
+  int64_t step_ = 0;        // optimizer steps done
+  int64_t start_step_ = 0;  // step_ when run() began (after a resume, the checkpoint's step)
   int64_t tokens_seen_ = 0;
   std::chrono::steady_clock::time_point start_, last_log_time_;
   int64_t last_log_tokens_ = 0;

@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
       optimizer->zero_grad();
       torch::Tensor loss;
       {
-        trainer::CpuAutocast autocast(precision == "bf16");
+        trainer::Autocast autocast(precision == "bf16");
         loss = trainer::causal_lm_loss(model->forward(batch.inputs), batch.targets);
       }
       loss.backward();

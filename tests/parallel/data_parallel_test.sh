@@ -35,6 +35,24 @@ if [ "$(wc -l <"$work/out")" = 2 ] && awk '{ d = $1 - $2; if (d < 0) d = -d; if 
   ok "eval losses gathered over 2 ranks match"
 else not_ok "eval losses differ"; fi
 
+# Final weights: Adam divides by sqrt(v), so the ~1e-7 gradient-order differences move a
+# weight by a small fraction of lr (3e-3) per step at most; 1e-3 over 20 steps still catches a
+# wrong batch slice or a missed average, which move weights by ~lr from the first step on.
+python3 tests/tools/compare_safetensors.py "$single/model.safetensors" "$dp2/model.safetensors" 1e-3 >"$work/out" 2>&1 \
+  && ok "dp=2 final weights match the single process ($(cat "$work/out"))" || not_ok "dp=2 final weights differ"
+if grep -q "step 20/20" "$dp2/logs/rank_0.log" && grep -q "step 20/20" "$dp2/logs/rank_1.log" \
+  && grep -q "eval step 20" "$dp2/logs/rank_1.log"; then ok "every rank writes logs/rank_<r>.log"
+else ls -R "$dp2" >"$work/out"; not_ok "rank logs missing"; fi
+
+# ZeRO-1 trains the same model as plain data parallelism (same tolerance and reason as above).
+timeout 300 "${MPIRUN[@]}" -np 2 "$LMFORGE" train configs/tiny.yaml "${common[@]}" --set parallel.zero=1 \
+  --set "run.output_dir=$work/zero" >"$work/out" 2>&1 && ok "mpirun -np 2 ZeRO-1 run" || not_ok "ZeRO-1 run"
+zero=$(ls -d "$work"/zero/tiny/*/ | head -1)
+paste <(losses "$dp2") <(losses "$zero") >"$work/out"
+if [ "$(wc -l <"$work/out")" = 20 ] && awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-3 * $1) exit 1 }' "$work/out"; then
+  ok "ZeRO-1 losses match plain data parallelism"
+else not_ok "ZeRO-1 losses differ"; fi
+
 # Ranks that resolved different configs refuse to start, every one of them, with exit 2.
 timeout 120 "${MPIRUN[@]}" -np 1 "$LMFORGE" train configs/tiny.yaml --set optim.lr=0.001 "${common[@]}" \
   --set "run.output_dir=$work/mismatch" : -np 1 "$LMFORGE" train configs/tiny.yaml --set optim.lr=0.002 \
@@ -62,6 +80,18 @@ rc=$?
 elapsed=$(($(date +%s) - start))
 [ $rc -ne 0 ] && [ $rc -ne 124 ] && ok "killed rank ends the job (exit $rc after ${elapsed}s)" \
   || not_ok "killed rank: exit $rc after ${elapsed}s"
+
+# A rank that hangs (stopped, not dead) makes the others abort after parallel.timeout_s.
+start=$(date +%s)
+timeout 120 "${MPIRUN[@]}" -np 2 bash -c '
+  if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then (sleep 4; kill -STOP $$) & fi
+  exec "$0" "$@"' "$LMFORGE" train configs/tiny.yaml --set train.max_steps=100000 --set train.log_every=1000 \
+  --set parallel.timeout_s=3 --set "data.cache_dir=$work/cache" --set "run.output_dir=$work/hung" >"$work/out" 2>&1
+rc=$?
+elapsed=$(($(date +%s) - start))
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "did not complete within parallel.timeout_s = 3 s" "$work/out" \
+  && ok "hung rank: the job aborts after the timeout (exit $rc after ${elapsed}s)" \
+  || not_ok "hung rank: exit $rc after ${elapsed}s"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,168 @@
+// experiments/runs.cpp -- reading run directories back into tables for `lmforge runs`.
+// Formatting only; what a run records is run_record.cpp's business.
+#include "experiments/runs.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <vector>
+
+#include "trainer/config.h"
+#include "trainer/errors.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace lmforge::experiments {
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+json read_meta(const std::string& dir) {
+  json meta = json::parse(read_text(fs::path(dir) / "meta.json"), nullptr, false);
+  if (meta.is_discarded() || !meta.is_object()) throw InputError(dir + "/meta.json is missing or not JSON");
+  return meta;
+}
+
+// The last training row and the last eval row of metrics.jsonl.
+struct FinalMetrics {
+  json train = json::object(), eval = json::object();
+};
+
+FinalMetrics final_metrics(const std::string& dir) {
+  FinalMetrics f;
+  std::ifstream in(fs::path(dir) / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    json row = json::parse(line, nullptr, false);
+    if (row.is_discarded()) continue;
+    (row.contains("eval_loss") ? f.eval : f.train) = row;
+  }
+  return f;
+}
+
+std::string number(const json& row, const char* key, const char* format = "%.4f") {
+  if (!row.contains(key) || !row[key].is_number()) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, format, row[key].get<double>());
+  return buf;
+}
+
+std::string text(const json& j) { return j.is_string() ? j.get<std::string>() : (j.is_null() ? "-" : j.dump()); }
+
+std::string dataset_id(const json& meta, const char* split) {
+  if (!meta.contains("datasets") || !meta["datasets"].contains(split) || meta["datasets"][split].is_null()) return "-";
+  return text(meta["datasets"][split].value("id", json()));
+}
+
+std::string code_of(const json& meta) {
+  if (!meta.contains("code") || meta["code"]["git_commit"].is_null()) return "unknown";
+  return meta["code"]["git_commit"].get<std::string>().substr(0, 12) +
+         (meta["code"].value("git_dirty", false) ? "+dirty" : "");
+}
+
+std::vector<std::string> run_dirs(const std::string& output_dir) {
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  for (const auto& name : fs::directory_iterator(output_dir, ec))
+    for (const auto& run : fs::directory_iterator(name.path(), ec))
+      if (fs::exists(run.path() / "meta.json")) dirs.push_back(run.path().string());
+  std::sort(dirs.begin(), dirs.end(), [](const std::string& a, const std::string& b) {
+    return fs::path(a).filename() > fs::path(b).filename();  // run ids start with their UTC start time
+  });
+  return dirs;
+}
+
+}  // namespace
+
+std::string list_runs(const std::string& output_dir) {
+  std::ostringstream out;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-24s %-16s %-12s %7s %9s %9s %-14s %s\n", "RUN ID", "NAME", "STATUS", "STEPS",
+                "LOSS", "EVAL", "DATASET", "STARTED");
+  out << line;
+  for (const auto& dir : run_dirs(output_dir)) {
+    json meta = json::parse(read_text(fs::path(dir) / "meta.json"), nullptr, false);
+    if (meta.is_discarded()) continue;
+    FinalMetrics f = final_metrics(dir);
+    std::snprintf(line, sizeof line, "%-24s %-16s %-12s %7s %9s %9s %-14s %s\n", text(meta["run_id"]).c_str(),
+                  text(meta["name"]).c_str(), text(meta["status"]).c_str(), number(f.train, "step", "%.0f").c_str(),
+                  number(f.train, "loss").c_str(), number(f.eval, "eval_loss").c_str(),
+                  dataset_id(meta, "train").substr(0, 12).c_str(), text(meta["start_time"]).c_str());
+    out << line;
+  }
+  return out.str();
+}
+
+std::string resolve_run(const std::string& run, const std::string& output_dir) {
+  if (fs::exists(fs::path(run) / "meta.json")) return run;
+  for (const auto& dir : run_dirs(output_dir))
+    if (fs::path(dir).filename() == run) return dir;
+  throw InputError("run '" + run + "': not a run directory, and no run with that id under '" + output_dir + "'");
+}
+
+std::string show_run(const std::string& run_dir) {
+  json meta = read_meta(run_dir);
+  FinalMetrics f = final_metrics(run_dir);
+  std::ostringstream out;
+  out << "run        " << text(meta["run_id"]) << "  (" << run_dir << ")\n"
+      << "name       " << text(meta["name"]) << "\n"
+      << "status     " << text(meta["status"]) << (meta.contains("error") ? "  " + text(meta["error"]) : "") << "\n"
+      << "started    " << text(meta["start_time"]) << "   ended " << text(meta["end_time"]) << "\n"
+      << "code       " << code_of(meta) << "\n"
+      << "config     sha256 " << text(meta["config_sha256"]) << "\n"
+      << "datasets   train " << dataset_id(meta, "train") << "   eval " << dataset_id(meta, "eval") << "\n";
+  if (meta.contains("world"))
+    out << "world      " << meta["world"].value("world_size", 1) << " ranks, " << text(meta["world"]["backend"]) << ", "
+        << text(meta["world"]["launcher"]) << "\n";
+  if (meta.contains("resumed")) out << "resumed    " << meta["resumed"].size() << " time(s)\n";
+  out << "final      step " << number(f.train, "step", "%.0f") << "  loss " << number(f.train, "loss")
+      << "  eval_loss " << number(f.eval, "eval_loss") << "  eval_ppl " << number(f.eval, "eval_ppl", "%.2f") << "\n";
+  std::vector<std::string> checkpoints;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::path(run_dir) / "checkpoints", ec))
+    if (e.is_directory()) checkpoints.push_back(e.path().filename().string());
+  std::sort(checkpoints.begin(), checkpoints.end());
+  out << "checkpoints";
+  for (const auto& c : checkpoints) out << " " << c;
+  out << "\n";
+  return out.str();
+}
+
+std::string diff_runs(const std::string& run_a, const std::string& run_b) {
+  json a = read_meta(run_a), b = read_meta(run_b);
+  std::ostringstream out;
+  out << "A: " << run_a << "\nB: " << run_b << "\n\nconfig (A vs B):\n";
+  auto differences = config_differences(read_text(fs::path(run_a) / "config.yaml"), read_text(fs::path(run_b) / "config.yaml"));
+  if (differences.empty()) out << "  (identical)\n";
+  for (const auto& d : differences) out << "  " << d << "\n";
+  auto row = [&](const std::string& what, const std::string& va, const std::string& vb, bool mark = true) {
+    char line[512];
+    std::snprintf(line, sizeof line, "  %-14s %-24s %-24s%s\n", what.c_str(), va.c_str(), vb.c_str(),
+                  mark && va != vb ? "  *" : "");
+    out << line;
+  };
+  out << "\n";
+  row("", "A", "B", false);
+  row("train dataset", dataset_id(a, "train").substr(0, 16), dataset_id(b, "train").substr(0, 16));
+  row("eval dataset", dataset_id(a, "eval").substr(0, 16), dataset_id(b, "eval").substr(0, 16));
+  row("code", code_of(a), code_of(b));
+  row("status", text(a["status"]), text(b["status"]));
+  FinalMetrics fa = final_metrics(run_a), fb = final_metrics(run_b);
+  row("steps", number(fa.train, "step", "%.0f"), number(fb.train, "step", "%.0f"));
+  row("final loss", number(fa.train, "loss"), number(fb.train, "loss"));
+  row("eval loss", number(fa.eval, "eval_loss"), number(fb.eval, "eval_loss"));
+  row("eval ppl", number(fa.eval, "eval_ppl", "%.2f"), number(fb.eval, "eval_ppl", "%.2f"));
+  return out.str();
+}
+
+}  // namespace lmforge::experiments

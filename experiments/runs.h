@@ -1,0 +1,22 @@
+// experiments/runs.h -- the run registry read back from run directories: list, show, diff.
+// Reads only what runs wrote (meta.json, config.yaml, metrics.jsonl, checkpoints); writes nothing.
+#pragma once
+
+#include <string>
+
+namespace lmforge::experiments {
+
+// A table of every run under `output_dir` (run id, name, status, steps, final loss and eval loss,
+// train dataset id, start time), newest first.
+std::string list_runs(const std::string& output_dir);
+
+// `run` is a run directory, or a run id looked up under `output_dir`. Throws InputError if neither.
+std::string resolve_run(const std::string& run, const std::string& output_dir);
+
+// meta.json's essentials, the final metrics and the committed checkpoints of one run.
+std::string show_run(const std::string& run_dir);
+
+// Config differences key by key, dataset ids, code versions and final metrics side by side.
+std::string diff_runs(const std::string& run_a, const std::string& run_b);
+
+}  // namespace lmforge::experiments

@@ -1,0 +1,84 @@
+// parallel/zero.cpp -- flat per-group buffers padded to a multiple of the world size, shard
+// views, and the reduce-scatter -> local step -> all-gather round. Bucketed overlap is not here.
+#include "parallel/zero.h"
+
+#include <cmath>
+
+#include "parallel/comm.h"
+
+namespace lmforge::parallel {
+
+struct ZeroOptimizer::Group {
+  std::vector<torch::Tensor> params;
+  int64_t numel = 0, shard_numel = 0;  // padded total = shard_numel x world
+  torch::Tensor shard;                 // (shard_numel) fp32 leaf: this rank's slice of the parameters
+};
+
+static torch::Tensor flatten_padded(const std::vector<torch::Tensor>& tensors, int64_t padded) {
+  auto flat = torch::zeros({padded}, tensors.front().options().dtype(torch::kFloat));
+  int64_t offset = 0;
+  for (const auto& t : tensors) {
+    flat.narrow(0, offset, t.numel()).copy_(t.reshape({-1}));
+    offset += t.numel();
+  }
+  return flat;
+}
+
+ZeroOptimizer::ZeroOptimizer(torch::optim::AdamW& layout, Comm& comm) : comm_(comm) {
+  const int world = comm.size(), rank = comm.rank();
+  std::vector<torch::optim::OptimizerParamGroup> shard_groups;
+  for (auto& full : layout.param_groups()) {
+    auto g = std::make_unique<Group>();
+    g->params = full.params();
+    for (const auto& p : g->params) g->numel += p.numel();
+    g->shard_numel = (g->numel + world - 1) / world;
+    torch::NoGradGuard no_grad;
+    g->shard = flatten_padded(g->params, g->shard_numel * world).narrow(0, rank * g->shard_numel, g->shard_numel).clone();
+    g->shard.set_requires_grad(true);
+    shard_groups.emplace_back(std::vector<torch::Tensor>{g->shard}, full.options().clone());
+    groups_.push_back(std::move(g));
+  }
+  optimizer_ = std::make_unique<torch::optim::AdamW>(shard_groups, torch::optim::AdamWOptions());
+}
+
+ZeroOptimizer::~ZeroOptimizer() = default;
+
+double ZeroOptimizer::reduce_gradients_and_clip(double max_norm) {
+  const int world = comm_.size();
+  auto sum_sq = torch::zeros({1}, groups_.front()->shard.options().dtype(torch::kDouble));
+  for (auto& g : groups_) {
+    std::vector<torch::Tensor> grads;
+    for (const auto& p : g->params) grads.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
+    auto shard_grad = comm_.reduce_scatter(flatten_padded(grads, g->shard_numel * world), ReduceOp::avg);
+    sum_sq += shard_grad.to(torch::kDouble).pow(2).sum();
+    g->shard.mutable_grad() = shard_grad;
+  }
+  comm_.allreduce(sum_sq, ReduceOp::sum);
+  double norm = std::sqrt(sum_sq.item<double>());
+  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
+    double scale = max_norm / (norm + 1e-6);  // the same coefficient clip_grad_norm applies
+    for (auto& g : groups_) g->shard.mutable_grad().mul_(scale);
+  }
+  return norm;
+}
+
+void ZeroOptimizer::step() {
+  optimizer_->step();
+  torch::NoGradGuard no_grad;
+  for (auto& g : groups_) {
+    auto full = comm_.allgather(g->shard.detach());  // (shard_numel x world)
+    int64_t offset = 0;
+    for (auto& p : g->params) {
+      p.copy_(full.narrow(0, offset, p.numel()).view(p.sizes()));
+      offset += p.numel();
+    }
+  }
+}
+
+int64_t ZeroOptimizer::local_state_elements() const {
+  int64_t n = 0;
+  for (const auto& g : groups_) n += g->shard_numel;
+  return n;
+}
+
+}  // namespace lmforge::parallel
