@@ -11,6 +11,7 @@
 #include "data/text_dataset.h"
 #include "data/tokenizer.h"
 #include "experiments/run_record.h"
+#include "launch/hf_commands.h"
 #include "parallel/comm.h"
 #include "parallel/launcher.h"
 #include "trainer/config.h"
@@ -153,6 +154,7 @@ int main(int argc, char** argv) {
   CLI::App* show_cmd = config_cmd->add_subcommand("show", "print the resolved config (defaults included)");
   add_config_args(show_cmd);
   CLI::App* version_cmd = app.add_subcommand("version", "print versions");
+  auto hf_commands = launch::add_hf_commands(app);
 
   try {
     app.parse(argc, argv);
@@ -164,6 +166,7 @@ int main(int argc, char** argv) {
     if (*train_cmd) return train(config_path, sets, args);
     if (*validate_cmd) return config_command(false, config_path, sets);
     if (*show_cmd) return config_command(true, config_path, sets);
+    if (int code = launch::run_hf_command(*hf_commands); code >= 0) return code;
     if (*version_cmd) {
       std::printf("lmforge 0.1.0 (LibTorch %s)\n", TORCH_VERSION);
       return kExitOk;
