@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "parallel/launcher.h"
 #include "trainer/errors.h"
 #include "trainer/generate.h"
 #include "trainer/hf_model.h"
@@ -150,6 +151,8 @@ std::shared_ptr<HfCommands> add_hf_commands(CLI::App& app) {
 }
 
 int run_hf_command(const HfCommands& c) {
+  if (!*c.score && !*c.generate && !*c.export_cmd) return -1;
+  parallel::configure_threads(parallel::ParallelConfig{}, parallel::detect_launch_env(), /*bf16_matmuls=*/false);
   if (*c.score) return run_score(c);
   if (*c.generate) return run_generate(c);
   if (*c.export_cmd) return run_export(c);

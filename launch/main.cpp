@@ -18,6 +18,7 @@
 #include "trainer/config_reader.h"
 #include "trainer/digest.h"
 #include "trainer/errors.h"
+#include "trainer/hf_model.h"
 #include "trainer/trainer.h"
 
 namespace {
@@ -111,6 +112,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
                static_cast<long long>(train_corpus.tokens.numel()), comm->size(), threads);
   try {
     train_loop(cfg, model, train_corpus, eval_corpus, &*record, *comm);
+    trainer::save_run_export(*model, cfg.model, record->dir());
   } catch (const std::exception& e) {
     record->finish("failed", e.what());
     throw;

@@ -492,4 +492,18 @@ void save_hf_model(CausalLMImpl& model, const ModelConfig& cfg, const std::strin
   }
 }
 
+void save_run_export(CausalLMImpl& model, const ModelConfig& cfg, const std::string& run_dir) {
+  fs::path dir = fs::path(run_dir) / "export";
+  HfSaveOptions options;
+  options.copy_files_from = cfg.from;
+  save_hf_model(model, cfg, dir.string(), options);
+  std::ofstream card((dir / "README.md").string());
+  card << "# " << fs::path(run_dir).filename().string() << "\n\n"
+       << "A " << family_model_type(cfg) << " causal language model (" << model.num_parameters()
+       << " parameters) trained with lmforge "
+       << (cfg.from.empty() ? std::string("from a random initialisation") : "starting from `" + cfg.from + "`")
+       << ".\nThe run directory `" << run_dir << "` holds the resolved config (config.yaml), metrics and lineage "
+       << "(meta.json).\n\nLoad with `AutoModelForCausalLM.from_pretrained(\"<this directory>\")`.\n";
+}
+
 }  // namespace lmforge::trainer

@@ -41,6 +41,10 @@ struct HfSaveOptions {
 void save_hf_model(CausalLMImpl& model, const ModelConfig& cfg, const std::string& dir,
                    const HfSaveOptions& options = {});
 
+// A training run's final export: RUN_DIR/export as an fp32 HF directory (tokenizer files of
+// cfg.from copied) with a README.md model card naming the run and what it started from.
+void save_run_export(CausalLMImpl& model, const ModelConfig& cfg, const std::string& run_dir);
+
 // The files of an HF directory that describe the tokenizer and generation, copied on save.
 const std::vector<std::string>& hf_side_files();
 

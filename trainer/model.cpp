@@ -462,8 +462,11 @@ CausalLM build_model(const ModelConfig& cfg) {
   } else {
     model = std::make_shared<LlamaForCausalLM>(cfg);
   }
-  init_weights(*model, cfg);
-  if (!cfg.from.empty()) load_hf_weights(*model, cfg);
+  if (cfg.from.empty()) {
+    init_weights(*model, cfg);
+  } else {
+    load_hf_weights(*model, cfg);  // strict: every parameter is overwritten, so no random init first
+  }
   return model;
 }
 

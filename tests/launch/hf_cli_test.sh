@@ -53,6 +53,25 @@ b=$("$bin" generate --model "$fixtures/gpt2" --prompt-ids 1,2 --max-new-tokens 8
 [ -f "$tmp/exported/config.json" ] && [ -f "$tmp/exported/model.safetensors" ] || fail "export wrote no HF directory"
 "$bin" score --model "$tmp/exported" --ids 1,5,9 >/dev/null || fail "exported directory does not load"
 
+# A trained run: its directory scores and generates (byte tokenizer: text works), its export/ is
+# an HF directory, and a second run trains from that export through model.from.
+run=$("$bin" train "$root/configs/tiny.yaml" --set train.max_steps=3 --set train.eval_every=0 \
+      --set run.output_dir="$tmp/runs" --set data.eval=[] 2>"$tmp/train.err") || fail "train exited $?: $(tail -3 "$tmp/train.err")"
+[ -f "$run/export/config.json" ] && [ -f "$run/export/model.safetensors" ] && [ -f "$run/export/README.md" ] ||
+  fail "the run has no HF export in $run/export"
+mkdir -p "$tmp/rundir" && cp "$run/config.yaml" "$run/model.safetensors" "$tmp/rundir/"
+s_run=$("$bin" score --model "$tmp/rundir" --ids 84,104,101,32) || fail "score on a run directory exited $?"
+s_exp=$("$bin" score --model "$run/export" --ids 84,104,101,32) || fail "score on the export exited $?"
+python3 -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); assert abs(a['nll']-b['nll'])<1e-6, (a,b)" \
+  "$s_run" "$s_exp" || fail "run directory and its export score differently"
+"$bin" generate --model "$tmp/rundir" --prompt "The " --max-new-tokens 5 >/dev/null || fail "text generate on a run exited $?"
+"$bin" score --model "$tmp/rundir" --text "The cat" >/dev/null || fail "text score on a run exited $?"
+"$bin" train "$root/configs/tiny.yaml" --set train.max_steps=2 --set train.eval_every=0 --set data.eval=[] \
+  --set run.output_dir="$tmp/runs2" --set model.from="$run/export" >/dev/null 2>"$tmp/train2.err" ||
+  fail "training from the export exited $?: $(tail -3 "$tmp/train2.err")"
+expect_exit 2 "model.hidden_size: conflicts with" "$bin" train "$root/configs/tiny.yaml" \
+  --set model.from="$run/export" --set model.hidden_size=64
+
 # Bad usage and bad input: exit 2 with the cause named.
 expect_exit 2 "--ids or --text" "$bin" score --model "$fixtures/gpt2"
 expect_exit 2 "'x' is not a token id" "$bin" score --model "$fixtures/gpt2" --ids 1,x
