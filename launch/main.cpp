@@ -13,13 +13,15 @@
 #include "data/tokenizer.h"
 #include "experiments/run_record.h"
 #include "experiments/runs.h"
+#include "launch/hf_commands.h"
 #include "parallel/comm.h"
 #include "parallel/launcher.h"
-#include "trainer/config.h"
 #include "trainer/checkpoint.h"
+#include "trainer/config.h"
 #include "trainer/config_reader.h"
 #include "trainer/digest.h"
 #include "trainer/errors.h"
+#include "trainer/hf_model.h"
 #include "trainer/log.h"
 #include "trainer/trainer.h"
 
@@ -192,6 +194,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
             std::to_string(comm.size()) + " ranks x " + std::to_string(threads) + " threads, " + comm.backend());
   try {
     train_loop(cfg, in, &*record, comm);
+    trainer::save_run_export(*in.model, cfg.model, record->dir());
   } catch (const Preempted& e) {
     record->finish("interrupted", e.what());
     throw;
@@ -252,6 +255,7 @@ int main(int argc, char** argv) {
   runs_diff->add_option("run_b", run_b, "run directory or run id")->required();
   for (CLI::App* sub : {runs_list, runs_show, runs_diff})
     sub->add_option("--output-dir", output_dir, "root of run directories (run.output_dir; default runs)");
+  auto hf_commands = launch::add_hf_commands(app);
 
   try {
     app.parse(argc, argv);
@@ -269,6 +273,7 @@ int main(int argc, char** argv) {
       std::cout << experiments::diff_runs(experiments::resolve_run(run_a, output_dir),
                                           experiments::resolve_run(run_b, output_dir));
     if (*runs_cmd) return kExitOk;
+    if (int code = launch::run_hf_command(*hf_commands); code >= 0) return code;
     if (*version_cmd) {
       std::printf("lmforge 0.1.0 (LibTorch %s)\n", TORCH_VERSION);
       return kExitOk;

@@ -1,10 +1,12 @@
 // trainer/model.cpp -- llama (RMSNorm, RoPE, SwiGLU, GQA) and gpt2 (LayerNorm, learned positions,
-// GELU, biases) built from torch::nn parts. Loading HF weights lives elsewhere.
+// GELU, biases) built from torch::nn parts, with a KV-cache path. HF files live in hf_model.cpp.
 #include "trainer/model.h"
 
 #include <cmath>
 
 #include "trainer/config_reader.h"
+#include "trainer/errors.h"
+#include "trainer/hf_model.h"
 
 namespace lmforge::trainer {
 
@@ -19,7 +21,22 @@ int64_t ModelConfig::ffn_size() const {
 
 void read_model_config(config::Section& s, ModelConfig& c) {
   using config::at_least;
-  s.field("arch", c.arch, {"llama", "gpt2"}, config::Need::required);
+  s.field("from", c.from);
+  ModelConfig from_dir;
+  if (!c.from.empty()) {
+    try {
+      from_dir = read_hf_config(c.from);
+    } catch (const InputError& e) {
+      s.error("from", e.what());
+      c.from.clear();
+    }
+    if (!c.from.empty()) {  // config.json supplies the defaults; YAML may only repeat them
+      from_dir.from = c.from;
+      from_dir.init_std = c.init_std;
+      c = from_dir;
+    }
+  }
+  s.field("arch", c.arch, {"llama", "gpt2"}, c.from.empty() ? config::Need::required : config::Need::optional);
   s.field("vocab_size", c.vocab_size, at_least(1));
   s.field("hidden_size", c.hidden_size, at_least(1));
   s.field("n_layers", c.n_layers, at_least(1));
@@ -31,6 +48,26 @@ void read_model_config(config::Section& s, ModelConfig& c) {
   s.field("norm_eps", c.norm_eps, config::greater_than(0));
   s.field("tie_embeddings", c.tie_embeddings);
   s.field("init_std", c.init_std, config::greater_than(0));
+  if (!c.from.empty()) {
+    auto conflict = [&](const std::string& key, bool differs, const std::string& theirs) {
+      if (differs)
+        s.error(key, "conflicts with " + c.from + "/config.json (" + theirs + "); drop the key or model.from");
+    };
+    auto near = [](double a, double b) { return std::abs(a - b) <= 1e-9 * std::max(std::abs(a), std::abs(b)); };
+    conflict("arch", c.arch != from_dir.arch, from_dir.arch);
+    conflict("vocab_size", c.vocab_size != from_dir.vocab_size, std::to_string(from_dir.vocab_size));
+    conflict("hidden_size", c.hidden_size != from_dir.hidden_size, std::to_string(from_dir.hidden_size));
+    conflict("n_layers", c.n_layers != from_dir.n_layers, std::to_string(from_dir.n_layers));
+    conflict("n_heads", c.n_heads != from_dir.n_heads, std::to_string(from_dir.n_heads));
+    conflict("n_kv_heads", c.kv_heads() != from_dir.kv_heads(), std::to_string(from_dir.kv_heads()));
+    conflict("intermediate_size", c.ffn_size() != from_dir.ffn_size(), std::to_string(from_dir.ffn_size()));
+    conflict("max_seq_len", c.arch == "gpt2" && c.max_seq_len != from_dir.max_seq_len,
+             std::to_string(from_dir.max_seq_len) + " learned positions");
+    conflict("rope_theta", !near(c.rope_theta, from_dir.rope_theta), std::to_string(from_dir.rope_theta));
+    conflict("norm_eps", !near(c.norm_eps, from_dir.norm_eps), std::to_string(from_dir.norm_eps));
+    conflict("tie_embeddings", c.tie_embeddings != from_dir.tie_embeddings, from_dir.tie_embeddings ? "true" : "false");
+    return;
+  }
   if (c.hidden_size % c.n_heads != 0)
     s.error("n_heads", "hidden_size " + std::to_string(c.hidden_size) + " is not divisible by n_heads " +
                            std::to_string(c.n_heads));
@@ -59,18 +96,46 @@ static torch::Tensor default_positions(const torch::Tensor& tokens) {
   return t.unsqueeze(0).expand({tokens.size(0), tokens.size(1)});  // (B, T)
 }
 
+// Positions offset .. offset + T - 1 for every row of tokens (B, T).
+static torch::Tensor positions_from(const torch::Tensor& tokens, int64_t offset) {
+  auto t = torch::arange(offset, offset + tokens.size(1), tokens.options().dtype(torch::kLong));
+  return t.unsqueeze(0).expand({tokens.size(0), tokens.size(1)});  // (B, T)
+}
+
 static torch::Tensor rotate_half(const torch::Tensor& x) {
   auto halves = x.chunk(2, -1);
   return torch::cat({-halves[1], halves[0]}, -1);
 }
 
-torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, double theta) {
-  int64_t d = x.size(-1);
-  auto inv_freq = torch::pow(theta, -torch::arange(0, d, 2, torch::kFloat) / static_cast<double>(d))
-                      .to(x.device());                                          // (D/2)
-  auto freqs = position_ids.to(torch::kFloat).unsqueeze(-1) * inv_freq;        // (B, T, D/2)
-  auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                       // (B, 1, T, D)
+static torch::Tensor default_inv_freq(int64_t d, double theta) {  // theta^(-2i/d), i < d/2, in fp32
+  return torch::pow(theta, -torch::arange(0, d, 2, torch::kDouble) / static_cast<double>(d)).to(torch::kFloat);
+}
+
+constexpr double kPi = 3.14159265358979323846;
+
+torch::Tensor rope_inv_freq(const ModelConfig& c) {
+  auto inv_freq = default_inv_freq(c.head_dim(), c.rope_theta);  // (D/2)
+  if (c.rope_type == "linear") return inv_freq / c.rope_factor;
+  if (c.rope_type != "llama3") return inv_freq;
+  // Llama 3.1: long wavelengths slowed by `factor`, short ones kept, a linear blend in between.
+  double old_len = static_cast<double>(c.rope_original_max_positions);
+  double low_wavelen = old_len / c.rope_low_freq_factor, high_wavelen = old_len / c.rope_high_freq_factor;
+  auto wavelen = 2 * kPi / inv_freq;
+  auto scaled = torch::where(wavelen > low_wavelen, inv_freq / c.rope_factor, inv_freq);
+  auto smooth = (old_len / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
+  auto blended = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
+  auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+  return torch::where(medium, blended, scaled).to(torch::kFloat);
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, const torch::Tensor& inv_freq) {
+  auto freqs = position_ids.to(torch::kFloat).unsqueeze(-1) * inv_freq.to(x.device());  // (B, T, D/2)
+  auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                              // (B, 1, T, D)
   return (x * emb.cos().to(x.dtype())) + (rotate_half(x) * emb.sin().to(x.dtype()));
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, double theta) {
+  return apply_rope(x, position_ids, default_inv_freq(x.size(-1), theta));
 }
 
 // Causal attention over (B, H, T, D) with k/v already expanded to H heads.
@@ -87,8 +152,50 @@ static torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tenso
 #endif
 }
 
+// Appends k, v (B, Hkv, T, D) to layer `layer` of the cache at cache.length and attends q
+// (B, H, T, D), at positions cache.length.., to every cached key up to its own position.
+// Grouped heads are matched by reshaping q, so cached keys are never expanded. -> (B, H, T, D)
+static torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                      KVCache& cache, size_t layer) {
+  int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3), hkv = k.size(1);
+  int64_t past = cache.length, total = past + t;
+  TORCH_CHECK(total <= cache.capacity(), "KV cache holds ", cache.capacity(), " positions; ", total, " needed");
+  cache.keys[layer].narrow(2, past, t).copy_(k);
+  cache.values[layer].narrow(2, past, t).copy_(v);
+  auto keys = cache.keys[layer].narrow(2, 0, total);      // (B, Hkv, L, D)
+  auto values = cache.values[layer].narrow(2, 0, total);  // (B, Hkv, L, D)
+  auto qg = q.reshape({b, hkv, (h / hkv) * t, d});         // (B, Hkv, G*T, D): q head = kv head * G + g
+  auto scores = torch::matmul(qg, keys.transpose(-2, -1)) / std::sqrt(static_cast<double>(d));  // (B, Hkv, G*T, L)
+  if (t > 1) {  // query i sits at position past + i and sees keys 0 .. past + i
+    auto future = torch::ones({t, total}, torch::dtype(torch::kBool).device(q.device())).triu(past + 1);  // (T, L)
+    scores = scores.view({b, hkv, h / hkv, t, total})
+                 .masked_fill(future, -std::numeric_limits<float>::infinity())
+                 .view({b, hkv, (h / hkv) * t, total});
+  }
+  auto y = torch::matmul(torch::softmax(scores, -1).to(values.dtype()), values);  // (B, Hkv, G*T, D)
+  return y.view({b, h, t, d});
+}
+
+static KVCache empty_cache(const torch::nn::Module& model, int64_t layers, int64_t batch, int64_t kv_heads,
+                           int64_t head_dim, int64_t capacity) {
+  auto options = model.parameters().front().options().requires_grad(false);
+  KVCache cache;
+  for (int64_t i = 0; i < layers; ++i) {
+    cache.keys.push_back(torch::zeros({batch, kv_heads, capacity, head_dim}, options));
+    cache.values.push_back(torch::zeros({batch, kv_heads, capacity, head_dim}, options));
+  }
+  return cache;
+}
+
 static torch::nn::Linear make_linear(int64_t in, int64_t out, bool bias) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+
+static torch::Tensor activate(const std::string& name, const torch::Tensor& x) {
+  if (name == "relu") return torch::relu(x);
+  if (name == "gelu") return torch::gelu(x);
+  if (name == "silu") return F::silu(x);
+  return torch::gelu(x, "tanh");  // GPT-2's "gelu_new" is the tanh approximation
 }
 
 // ------------------------------------------------------------------------------------ llama
@@ -107,41 +214,49 @@ TORCH_MODULE(RMSNorm);
 
 struct LlamaAttentionImpl : torch::nn::Module {
   explicit LlamaAttentionImpl(const ModelConfig& c)
-      : n_heads(c.n_heads), n_kv_heads(c.kv_heads()), head_dim(c.head_dim()), theta(c.rope_theta) {
-    q_proj = register_module("q_proj", make_linear(c.hidden_size, n_heads * head_dim, false));
-    k_proj = register_module("k_proj", make_linear(c.hidden_size, n_kv_heads * head_dim, false));
-    v_proj = register_module("v_proj", make_linear(c.hidden_size, n_kv_heads * head_dim, false));
-    o_proj = register_module("o_proj", make_linear(n_heads * head_dim, c.hidden_size, false));
+      : n_heads(c.n_heads), n_kv_heads(c.kv_heads()), head_dim(c.head_dim()), inv_freq(rope_inv_freq(c)) {
+    q_proj = register_module("q_proj", make_linear(c.hidden_size, n_heads * head_dim, c.qkv_bias));
+    k_proj = register_module("k_proj", make_linear(c.hidden_size, n_kv_heads * head_dim, c.qkv_bias));
+    v_proj = register_module("v_proj", make_linear(c.hidden_size, n_kv_heads * head_dim, c.qkv_bias));
+    o_proj = register_module("o_proj", make_linear(n_heads * head_dim, c.hidden_size, c.o_bias));
   }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& pos) {  // (B, T, C)
+  // x (B, T, C), pos (B, T); with a cache, attends to the cached prefix as well.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& pos, KVCache* cache = nullptr,
+                        size_t layer = 0) {
     int64_t b = x.size(0), t = x.size(1);
     auto q = q_proj(x).view({b, t, n_heads, head_dim}).transpose(1, 2);     // (B, H, T, D)
     auto k = k_proj(x).view({b, t, n_kv_heads, head_dim}).transpose(1, 2);  // (B, Hkv, T, D)
     auto v = v_proj(x).view({b, t, n_kv_heads, head_dim}).transpose(1, 2);
-    q = apply_rope(q, pos, theta);
-    k = apply_rope(k, pos, theta);
-    if (n_kv_heads != n_heads) {  // each kv head serves n_heads / n_kv_heads consecutive q heads
-      k = k.repeat_interleave(n_heads / n_kv_heads, 1);
-      v = v.repeat_interleave(n_heads / n_kv_heads, 1);
+    q = apply_rope(q, pos, inv_freq);
+    k = apply_rope(k, pos, inv_freq);
+    torch::Tensor y;  // (B, H, T, D)
+    if (cache) {
+      y = cached_attention(q, k, v, *cache, layer);
+    } else {
+      if (n_kv_heads != n_heads) {  // each kv head serves n_heads / n_kv_heads consecutive q heads
+        k = k.repeat_interleave(n_heads / n_kv_heads, 1);
+        v = v.repeat_interleave(n_heads / n_kv_heads, 1);
+      }
+      y = causal_attention(q, k, v);
     }
-    auto y = causal_attention(q, k, v).transpose(1, 2).reshape({b, t, n_heads * head_dim});
-    return o_proj(y);
+    return o_proj(y.transpose(1, 2).reshape({b, t, n_heads * head_dim}));
   }
   int64_t n_heads, n_kv_heads, head_dim;
-  double theta;
+  torch::Tensor inv_freq;  // (D/2) fp32; not a parameter or buffer: derived from the config
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 };
 TORCH_MODULE(LlamaAttention);
 
 struct LlamaMLPImpl : torch::nn::Module {
-  explicit LlamaMLPImpl(const ModelConfig& c) {
-    gate_proj = register_module("gate_proj", make_linear(c.hidden_size, c.ffn_size(), false));
-    up_proj = register_module("up_proj", make_linear(c.hidden_size, c.ffn_size(), false));
-    down_proj = register_module("down_proj", make_linear(c.ffn_size(), c.hidden_size, false));
+  explicit LlamaMLPImpl(const ModelConfig& c) : act(c.activation.empty() ? "silu" : c.activation) {
+    gate_proj = register_module("gate_proj", make_linear(c.hidden_size, c.ffn_size(), c.mlp_bias));
+    up_proj = register_module("up_proj", make_linear(c.hidden_size, c.ffn_size(), c.mlp_bias));
+    down_proj = register_module("down_proj", make_linear(c.ffn_size(), c.hidden_size, c.mlp_bias));
   }
   torch::Tensor forward(const torch::Tensor& x) {  // SwiGLU: (B, T, C) -> (B, T, F) -> (B, T, C)
-    return down_proj(F::silu(gate_proj(x)) * up_proj(x));
+    return down_proj(activate(act, gate_proj(x)) * up_proj(x));
   }
+  std::string act;
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(LlamaMLP);
@@ -153,8 +268,9 @@ struct LlamaDecoderLayerImpl : torch::nn::Module {
     input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.norm_eps));
     post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.norm_eps));
   }
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& pos) {  // (B, T, C), pre-norm residual
-    x = x + self_attn(input_layernorm(x), pos);
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& pos, KVCache* cache = nullptr,
+                        size_t layer = 0) {  // (B, T, C), pre-norm residual
+    x = x + self_attn->forward(input_layernorm(x), pos, cache, layer);
     return x + mlp(post_attention_layernorm(x));
   }
   LlamaAttention self_attn{nullptr};
@@ -170,9 +286,10 @@ struct LlamaModelImpl : torch::nn::Module {
     for (int64_t i = 0; i < c.n_layers; ++i) layers->push_back(LlamaDecoderLayer(c));
     norm = register_module("norm", RMSNorm(c.hidden_size, c.norm_eps));
   }
-  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& pos) {  // (B, T) -> (B, T, C)
+  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& pos,
+                        KVCache* cache = nullptr) {  // (B, T) -> (B, T, C)
     auto x = embed_tokens(tokens);
-    for (const auto& layer : *layers) x = layer->as<LlamaDecoderLayer>()->forward(x, pos);
+    for (size_t i = 0; i < layers->size(); ++i) x = layers[i]->as<LlamaDecoderLayer>()->forward(x, pos, cache, i);
     return norm(x);
   }
   torch::nn::Embedding embed_tokens{nullptr};
@@ -183,17 +300,30 @@ TORCH_MODULE(LlamaModel);
 
 class LlamaForCausalLM : public CausalLMImpl {
  public:
-  explicit LlamaForCausalLM(const ModelConfig& c) {
+  explicit LlamaForCausalLM(const ModelConfig& c) : cfg_(c) {
     model = register_module("model", LlamaModel(c));
     if (!c.tie_embeddings) lm_head = register_module("lm_head", make_linear(c.hidden_size, c.vocab_size, false));
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids) override {
     auto pos = position_ids.defined() ? position_ids : default_positions(tokens);
-    auto h = model->forward(tokens, pos);  // (B, T, C)
-    return lm_head ? lm_head(h) : F::linear(h, model->embed_tokens->weight);  // (B, T, V)
+    return head(model->forward(tokens, pos));
+  }
+  KVCache make_cache(int64_t batch, int64_t capacity) const override {
+    return empty_cache(*this, cfg_.n_layers, batch, cfg_.kv_heads(), cfg_.head_dim(), capacity);
+  }
+  torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) override {
+    auto logits = head(model->forward(tokens, positions_from(tokens, cache.length), &cache));
+    cache.length += tokens.size(1);
+    return logits;
   }
   LlamaModel model{nullptr};
   torch::nn::Linear lm_head{nullptr};
+
+ private:
+  torch::Tensor head(const torch::Tensor& h) {  // (B, T, C) -> (B, T, V)
+    return lm_head ? lm_head(h) : F::linear(h, model->embed_tokens->weight);
+  }
+  ModelConfig cfg_;
 };
 
 // ------------------------------------------------------------------------------------- gpt2
@@ -203,11 +333,12 @@ struct GPT2AttentionImpl : torch::nn::Module {
     c_attn = register_module("c_attn", make_linear(c.hidden_size, 3 * c.hidden_size, true));
     c_proj = register_module("c_proj", make_linear(c.hidden_size, c.hidden_size, true));
   }
-  torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C)
+  torch::Tensor forward(const torch::Tensor& x, KVCache* cache = nullptr, size_t layer = 0) {  // (B, T, C)
     int64_t b = x.size(0), t = x.size(1);
     auto qkv = c_attn(x).split(n_heads * head_dim, -1);  // 3 x (B, T, C)
     auto heads = [&](const torch::Tensor& z) { return z.view({b, t, n_heads, head_dim}).transpose(1, 2); };
-    auto y = causal_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]));  // (B, H, T, D)
+    auto y = cache ? cached_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]), *cache, layer)
+                   : causal_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]));  // (B, H, T, D)
     return c_proj(y.transpose(1, 2).reshape({b, t, n_heads * head_dim}));
   }
   int64_t n_heads, head_dim;
@@ -216,13 +347,14 @@ struct GPT2AttentionImpl : torch::nn::Module {
 TORCH_MODULE(GPT2Attention);
 
 struct GPT2MLPImpl : torch::nn::Module {
-  explicit GPT2MLPImpl(const ModelConfig& c) {
+  explicit GPT2MLPImpl(const ModelConfig& c) : act(c.activation.empty() ? "gelu_new" : c.activation) {
     c_fc = register_module("c_fc", make_linear(c.hidden_size, c.ffn_size(), true));
     c_proj = register_module("c_proj", make_linear(c.ffn_size(), c.hidden_size, true));
   }
-  torch::Tensor forward(const torch::Tensor& x) {  // GPT-2's "gelu_new" is the tanh approximation
-    return c_proj(torch::gelu(c_fc(x), "tanh"));
+  torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C) -> (B, T, F) -> (B, T, C)
+    return c_proj(activate(act, c_fc(x)));
   }
+  std::string act;
   torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};
 };
 TORCH_MODULE(GPT2MLP);
@@ -235,8 +367,8 @@ struct GPT2BlockImpl : torch::nn::Module {
     ln_2 = register_module("ln_2", torch::nn::LayerNorm(ln));
     mlp = register_module("mlp", GPT2MLP(c));
   }
-  torch::Tensor forward(torch::Tensor x) {  // (B, T, C)
-    x = x + attn(ln_1(x));
+  torch::Tensor forward(torch::Tensor x, KVCache* cache = nullptr, size_t layer = 0) {  // (B, T, C)
+    x = x + attn->forward(ln_1(x), cache, layer);
     return x + mlp(ln_2(x));
   }
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
@@ -253,9 +385,10 @@ struct GPT2ModelImpl : torch::nn::Module {
     for (int64_t i = 0; i < c.n_layers; ++i) h->push_back(GPT2Block(c));
     ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.norm_eps)));
   }
-  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& pos) {  // (B, T) -> (B, T, C)
+  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& pos,
+                        KVCache* cache = nullptr) {  // (B, T) -> (B, T, C)
     auto x = wte(tokens) + wpe(pos);
-    for (const auto& block : *h) x = block->as<GPT2Block>()->forward(x);
+    for (size_t i = 0; i < h->size(); ++i) x = h[i]->as<GPT2Block>()->forward(x, cache, i);
     return ln_f(x);
   }
   torch::nn::Embedding wte{nullptr}, wpe{nullptr};
@@ -266,22 +399,36 @@ TORCH_MODULE(GPT2Model);
 
 class GPT2LMHeadModel : public CausalLMImpl {
  public:
-  explicit GPT2LMHeadModel(const ModelConfig& c) : max_seq_len_(c.max_seq_len) {
+  explicit GPT2LMHeadModel(const ModelConfig& c) : cfg_(c) {
     transformer = register_module("transformer", GPT2Model(c));
     if (!c.tie_embeddings) lm_head = register_module("lm_head", make_linear(c.hidden_size, c.vocab_size, false));
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids) override {
-    TORCH_CHECK(tokens.size(1) <= max_seq_len_, "sequence of ", tokens.size(1),
-                " tokens is longer than model.max_seq_len ", max_seq_len_);
+    check_length(tokens.size(1));
     auto pos = position_ids.defined() ? position_ids : default_positions(tokens);
-    auto h = transformer->forward(tokens, pos);
-    return lm_head ? lm_head(h) : F::linear(h, transformer->wte->weight);  // (B, T, V)
+    return head(transformer->forward(tokens, pos));
+  }
+  KVCache make_cache(int64_t batch, int64_t capacity) const override {
+    return empty_cache(*this, cfg_.n_layers, batch, cfg_.n_heads, cfg_.head_dim(), capacity);
+  }
+  torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) override {
+    check_length(cache.length + tokens.size(1));
+    auto logits = head(transformer->forward(tokens, positions_from(tokens, cache.length), &cache));
+    cache.length += tokens.size(1);
+    return logits;
   }
   GPT2Model transformer{nullptr};
   torch::nn::Linear lm_head{nullptr};
 
  private:
-  int64_t max_seq_len_;
+  void check_length(int64_t t) const {
+    TORCH_CHECK(t <= cfg_.max_seq_len, "sequence of ", t, " tokens is longer than model.max_seq_len ",
+                cfg_.max_seq_len);
+  }
+  torch::Tensor head(const torch::Tensor& h) {  // (B, T, C) -> (B, T, V)
+    return lm_head ? lm_head(h) : F::linear(h, transformer->wte->weight);
+  }
+  ModelConfig cfg_;
 };
 
 // ------------------------------------------------------------------------------------ build
@@ -315,7 +462,11 @@ CausalLM build_model(const ModelConfig& cfg) {
   } else {
     model = std::make_shared<LlamaForCausalLM>(cfg);
   }
-  init_weights(*model, cfg);
+  if (cfg.from.empty()) {
+    init_weights(*model, cfg);
+  } else {
+    load_hf_weights(*model, cfg);  // strict: every parameter is overwritten, so no random init first
+  }
   return model;
 }
 

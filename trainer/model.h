@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace lmforge::config {
 class Section;
@@ -15,7 +16,9 @@ class Section;
 namespace lmforge::trainer {
 
 struct ModelConfig {
-  std::string arch;                // llama | gpt2 (required)
+  std::string from;                // HF model directory: its config.json sets every key below, its weights
+                                   // replace the random init (relative paths: to the YAML file)
+  std::string arch;                // llama | gpt2 (required unless `from` is set)
   int64_t vocab_size = 258;        // the byte tokenizer's 256 bytes + bos + eos
   int64_t hidden_size = 256;
   int64_t n_layers = 4;
@@ -28,11 +31,32 @@ struct ModelConfig {
   bool tie_embeddings = false;     // lm_head shares the token embedding
   double init_std = 0.02;          // GPT-2 init; residual projections scaled by 1/sqrt(2 n_layers)
 
+  // Set only from an HF config.json (not YAML keys): the variants the llama family spans.
+  int64_t head_size = 0;           // 0: hidden_size / n_heads; HF `head_dim` when it differs
+  bool qkv_bias = false;           // q/k/v projections have biases (qwen2, llama attention_bias)
+  bool o_bias = false;             // o_proj has a bias (llama attention_bias)
+  bool mlp_bias = false;           // gate/up/down projections have biases (llama mlp_bias)
+  std::string activation;          // "": family default (llama silu, gpt2 gelu_new); gelu | relu
+  std::string rope_type = "default";  // default | linear | llama3 (HF rope_scaling / rope_parameters)
+  double rope_factor = 1.0;           // linear, llama3: positions stretched by this factor
+  double rope_low_freq_factor = 1.0;  // llama3 only
+  double rope_high_freq_factor = 4.0; // llama3 only
+  int64_t rope_original_max_positions = 8192;  // llama3 only: context length before scaling
+  int64_t bos_token_id = -1;                   // -1: none; carried into a saved config.json
+  std::vector<int64_t> eos_token_ids;          // generation stops on any of these
+
   int64_t kv_heads() const { return n_kv_heads > 0 ? n_kv_heads : n_heads; }
-  int64_t head_dim() const { return hidden_size / n_heads; }
+  int64_t head_dim() const { return head_size > 0 ? head_size : hidden_size / n_heads; }
   int64_t ffn_size() const;
 };
 void read_model_config(config::Section& s, ModelConfig& c);
+
+// Keys and values of every layer for the positions already run: incremental decoding.
+struct KVCache {
+  std::vector<torch::Tensor> keys, values;  // [layer] (B, Hkv, capacity, D), filled up to `length`
+  int64_t length = 0;                       // positions already in the cache
+  int64_t capacity() const { return keys.empty() ? 0 : keys[0].size(2); }
+};
 
 // Every family implements this: token ids in, next-token logits out.
 class CausalLMImpl : public torch::nn::Module {
@@ -40,11 +64,17 @@ class CausalLMImpl : public torch::nn::Module {
   // tokens (B, T) int64; position_ids (B, T) or undefined for 0..T-1 -> logits (B, T, V)
   virtual torch::Tensor forward(const torch::Tensor& tokens,
                                 const torch::Tensor& position_ids = {}) = 0;
+  // An empty cache for `batch` sequences of up to `capacity` positions, on the model's device/dtype.
+  virtual KVCache make_cache(int64_t batch, int64_t capacity) const = 0;
+  // tokens (B, T) at positions cache.length .. cache.length + T - 1, attending to the cached prefix;
+  // appends their keys/values and advances cache.length. -> logits (B, T, V). Inference only.
+  virtual torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) = 0;
   int64_t num_parameters() const;
 };
 using CausalLM = std::shared_ptr<CausalLMImpl>;
 
 // Builds and initialises a model from the global torch seed (set it first for reproducibility).
+// With cfg.from set, the weights are then loaded from that HF directory (trainer/hf_model.h).
 CausalLM build_model(const ModelConfig& cfg);
 
 // Mean next-token cross-entropy in fp32; targets equal to -100 are ignored.
@@ -53,5 +83,9 @@ torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& t
 // Llama's rotary embedding in the Hugging Face rotate-half layout.
 // x (B, H, T, D), position_ids (B, T) -> (B, H, T, D)
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, double theta);
+// Same with explicit inverse frequencies (D/2), e.g. from rope_inv_freq().
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, const torch::Tensor& inv_freq);
+// RoPE inverse frequencies (D/2) fp32 for cfg's theta and rope scaling (default, linear, llama3).
+torch::Tensor rope_inv_freq(const ModelConfig& cfg);
 
 }  // namespace lmforge::trainer

@@ -43,13 +43,6 @@ const DtypeInfo& dtype_of(torch::ScalarType t) {
   throw std::runtime_error(std::string("safetensors: unsupported dtype ") + c10::toString(t));
 }
 
-struct Mapping {  // a read-only mmap of a whole file
-  void* data = MAP_FAILED;
-  size_t size = 0;
-  ~Mapping() {
-    if (data != MAP_FAILED) munmap(data, size);
-  }
-};
 }  // namespace
 
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
@@ -100,13 +93,34 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   std::filesystem::rename(tmp, path);
 }
 
-NamedTensors load_safetensors(const std::string& path, std::map<std::string, std::string>* metadata) {
+struct SafetensorsFile::Mapping {  // a read-only mmap of a whole file
+  void* data = MAP_FAILED;
+  size_t size = 0;
+  ~Mapping() {
+    if (data != MAP_FAILED) munmap(data, size);
+  }
+};
+
+struct SafetensorsFile::Entry {
+  const DtypeInfo* dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin, end;  // byte span within the data buffer
+  const unsigned char* data;
+};
+
+SafetensorsFile::~SafetensorsFile() = default;
+SafetensorsFile::SafetensorsFile(SafetensorsFile&&) noexcept = default;
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), mapping_(std::make_shared<Mapping>()) {
   auto fail = [&](const std::string& what) { return InputError(path + ": " + what); };
   int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) throw fail(std::string("cannot open: ") + std::strerror(errno));
   struct stat st{};
-  ::fstat(fd, &st);
-  Mapping map;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw fail("not a regular file");
+  }
+  Mapping& map = *mapping_;
   map.size = static_cast<size_t>(st.st_size);
   if (map.size > 0) map.data = ::mmap(nullptr, map.size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
@@ -117,7 +131,8 @@ NamedTensors load_safetensors(const std::string& path, std::map<std::string, std
   for (int i = 0; i < 8; ++i) header_len |= static_cast<uint64_t>(bytes[i]) << (8 * i);
   if (header_len > kMaxHeaderBytes) throw fail("header length " + std::to_string(header_len) + " exceeds 100 MB");
   if (header_len > map.size - 8)
-    throw fail("header length " + std::to_string(header_len) + " runs past the end of the file");
+    throw fail("header length " + std::to_string(header_len) + " runs past the end of the file (" +
+               std::to_string(map.size) + " bytes)");
   if (header_len == 0 || bytes[8] != '{') throw fail("header does not start with '{'");
 
   std::string text(reinterpret_cast<const char*>(bytes + 8), header_len);
@@ -137,19 +152,13 @@ NamedTensors load_safetensors(const std::string& path, std::map<std::string, std
   if (!header.is_object()) throw fail("header is not a JSON object");
 
   uint64_t buffer_size = map.size - 8 - header_len;
-  struct Entry {
-    std::string name;
-    const DtypeInfo* dtype;
-    std::vector<int64_t> shape;
-    uint64_t begin, end;
-  };
-  std::vector<Entry> entries;
+  const unsigned char* buffer = bytes + 8 + header_len;
   for (const auto& [name, info] : header.items()) {
     if (name == "__metadata__") {
       if (!info.is_object()) throw fail("__metadata__ is not an object");
       for (const auto& [k, v] : info.items()) {
         if (!v.is_string()) throw fail("__metadata__ value '" + k + "' is not a string");
-        if (metadata) (*metadata)[k] = v.get<std::string>();
+        metadata_[k] = v.get<std::string>();
       }
       continue;
     }
@@ -176,34 +185,66 @@ NamedTensors load_safetensors(const std::string& path, std::map<std::string, std
       throw bad("data_offsets must be two non-negative integers");
     uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
     if (end < begin || end > buffer_size) throw bad("data_offsets [" + std::to_string(begin) + ", " +
-                                                    std::to_string(end) + "] fall outside the data buffer");
+                                                    std::to_string(end) + "] fall outside the data buffer of " +
+                                                    std::to_string(buffer_size) + " bytes");
     if (numel * dtype->size != end - begin)
       throw bad("shape x dtype size is " + std::to_string(numel * dtype->size) + " bytes but data_offsets span " +
                 std::to_string(end - begin));
-    entries.push_back({name, dtype, shape, begin, end});
+    names_.push_back(name);
+    entries_[name] = Entry{dtype, shape, begin, end, buffer + begin};
   }
-  std::vector<const Entry*> by_offset;
-  for (const auto& e : entries) by_offset.push_back(&e);
-  std::sort(by_offset.begin(), by_offset.end(), [](const Entry* a, const Entry* b) {
-    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  std::vector<std::pair<const std::string*, const Entry*>> by_offset;
+  for (const auto& [name, e] : entries_) by_offset.emplace_back(&name, &e);
+  std::sort(by_offset.begin(), by_offset.end(), [](const auto& a, const auto& b) {
+    return a.second->begin != b.second->begin ? a.second->begin < b.second->begin : a.second->end < b.second->end;
   });
   uint64_t expected = 0;
-  for (const Entry* e : by_offset) {
+  for (const auto& [name, e] : by_offset) {
     if (e->begin != expected)
-      throw fail("tensor '" + e->name + "' starts at byte " + std::to_string(e->begin) + " but the previous tensor ends at " +
-                 std::to_string(expected) + (e->begin < expected ? " (overlap)" : " (hole)"));
+      throw fail("tensor '" + *name + "' starts at byte " + std::to_string(e->begin) +
+                 " but the previous tensor ends at " + std::to_string(expected) +
+                 (e->begin < expected ? " (overlap)" : " (hole)"));
     expected = e->end;
   }
   if (expected != buffer_size)
     throw fail("tensors cover " + std::to_string(expected) + " of " + std::to_string(buffer_size) + " data bytes");
+}
 
-  NamedTensors out;
-  const unsigned char* buffer = bytes + 8 + header_len;
-  for (const auto& e : entries) {
-    auto t = torch::empty(e.shape, torch::dtype(e.dtype->type));
-    if (e.end > e.begin) std::memcpy(t.data_ptr(), buffer + e.begin, e.end - e.begin);
-    out.emplace_back(e.name, t);
+bool SafetensorsFile::contains(const std::string& name) const { return entries_.count(name) > 0; }
+
+static const SafetensorsFile::Entry& entry_of(const std::map<std::string, SafetensorsFile::Entry>& entries,
+                                              const std::string& path, const std::string& name) {
+  auto it = entries.find(name);
+  if (it == entries.end()) throw InputError(path + ": no tensor '" + name + "'");
+  return it->second;
+}
+
+std::vector<int64_t> SafetensorsFile::shape(const std::string& name) const {
+  return entry_of(entries_, path_, name).shape;
+}
+
+torch::ScalarType SafetensorsFile::dtype(const std::string& name) const {
+  return entry_of(entries_, path_, name).dtype->type;
+}
+
+torch::Tensor SafetensorsFile::view(const std::string& name) const {
+  const Entry& e = entry_of(entries_, path_, name);
+  auto options = torch::dtype(e.dtype->type);
+  if (e.end == e.begin) return torch::empty(e.shape, options);
+  if (reinterpret_cast<uintptr_t>(e.data) % e.dtype->size != 0) {  // a misaligned writer: copy out
+    auto t = torch::empty(e.shape, options);
+    std::memcpy(t.data_ptr(), e.data, e.end - e.begin);
+    return t;
   }
+  auto keep_alive = mapping_;
+  return torch::from_blob(const_cast<unsigned char*>(e.data), e.shape, [keep_alive](void*) {}, options);
+}
+
+NamedTensors load_safetensors(const std::string& path, std::map<std::string, std::string>* metadata) {
+  SafetensorsFile file(path);
+  if (metadata) *metadata = file.metadata();
+  NamedTensors out;
+  for (const auto& name : file.names()) out.emplace_back(name, file.view(name).clone());
   return out;
 }
 

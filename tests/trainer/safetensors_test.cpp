@@ -123,4 +123,43 @@ TEST_F(SafetensorsTest, RejectsEveryMalformedLayoutWithTheFileAndTensorNamed) {
   EXPECT_NE(error_of((dir_ / "absent").string()).find("cannot open"), std::string::npos);
 }
 
+TEST_F(SafetensorsTest, FileViewsShareTheMappingAndOutliveTheFileObject) {
+  auto path = (dir_ / "v.safetensors").string();
+  auto w = torch::randn({4, 3});
+  save_safetensors(path, {{"w", w}, {"ids", torch::arange(5, torch::kLong)}}, {{"format", "pt"}});
+  torch::Tensor view;
+  {
+    SafetensorsFile file(path);
+    EXPECT_EQ(file.names(), (std::vector<std::string>{"ids", "w"}));
+    EXPECT_TRUE(file.contains("w"));
+    EXPECT_FALSE(file.contains("v"));
+    EXPECT_EQ(file.shape("w"), (std::vector<int64_t>{4, 3}));
+    EXPECT_EQ(file.dtype("ids"), torch::kLong);
+    EXPECT_EQ(file.metadata().at("format"), "pt");
+    view = file.view("w");
+    EXPECT_THROW(file.view("v"), InputError);
+  }
+  EXPECT_TRUE(torch::equal(view, w)) << "the view keeps the mapping alive after the file object is gone";
+}
+
+TEST_F(SafetensorsTest, MisalignedDataIsCopiedNotViewed) {
+  // A 1-byte tensor first pushes the F32 tensor to an odd offset (the reference writer never
+  // does this, a hand-made file may).
+  std::string header = R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"F32","shape":[2],"data_offsets":[1,9]}})";
+  auto path = raw_file(header, 0);
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::app);
+    float values[2] = {1.5f, -2.0f};
+    out.put(7);
+    out.write(reinterpret_cast<const char*>(values), sizeof values);
+  }
+  SafetensorsFile file(path);
+  EXPECT_TRUE(torch::equal(file.view("b"), torch::tensor({1.5f, -2.0f})));
+  EXPECT_EQ(file.view("a").item<uint8_t>(), 7);
+}
+
+TEST_F(SafetensorsTest, DirectoriesAreRejected) {
+  EXPECT_NE(error_of(dir_.string()).find("not a regular file"), std::string::npos);
+}
+
 }  // namespace

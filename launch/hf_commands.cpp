@@ -1,0 +1,162 @@
+// launch/hf_commands.cpp -- `lmforge score`, `lmforge generate` and `lmforge export`: option
+// parsing, id lists, JSON/text output. No model or file-format code lives here.
+#include "launch/hf_commands.h"
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "parallel/launcher.h"
+#include "trainer/errors.h"
+#include "trainer/generate.h"
+#include "trainer/hf_model.h"
+
+namespace lmforge::launch {
+
+struct HfCommands {
+  CLI::App* score = nullptr;
+  CLI::App* generate = nullptr;
+  CLI::App* export_cmd = nullptr;
+  std::string model_dir, ids, text, prompt, prompt_ids, out_dir, dtype = "fp32";
+  trainer::SamplingConfig sampling;
+  bool json = false, no_cache = false, ignore_eos = false;
+  int64_t max_shard_mb = 5000;
+};
+
+namespace {
+
+std::vector<int64_t> parse_ids(const std::string& list, const std::string& option) {
+  std::vector<int64_t> ids;
+  std::stringstream in(list);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    while (used < item.size() && item[used] == ' ') ++used;
+    if (item.empty() || used != item.size())
+      throw InputError(option + ": '" + item + "' is not a token id (expected e.g. 1,2,3)");
+    ids.push_back(v);
+  }
+  if (ids.empty()) throw InputError(option + ": no token ids given");
+  return ids;
+}
+
+std::vector<int64_t> tokenize(const trainer::LoadedModel& m, const std::string& text, const std::string& dir) {
+  if (!m.tokenizer)
+    throw InputError(dir + ": no tokenizer lmforge can read in this directory; pass token ids instead");
+  std::vector<int64_t> ids;
+  for (int32_t id : m.tokenizer->encode(text)) ids.push_back(id);
+  return ids;
+}
+
+int run_score(const HfCommands& c) {
+  trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
+  std::vector<int64_t> ids = c.ids.empty() ? tokenize(m, c.text, c.model_dir) : parse_ids(c.ids, "--ids");
+  trainer::TokenScores s = trainer::score_tokens(*m.model, ids);
+  nlohmann::json out = {{"ids", ids},
+                        {"logprobs", s.logprobs},
+                        {"nll", s.nll},
+                        {"mean_nll", s.nll / static_cast<double>(s.logprobs.size())},
+                        {"tokens_scored", s.logprobs.size()}};
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
+
+int run_generate(const HfCommands& c) {
+  trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
+  std::vector<int64_t> prompt =
+      c.prompt_ids.empty() ? tokenize(m, c.prompt, c.model_dir) : parse_ids(c.prompt_ids, "--prompt-ids");
+  trainer::SamplingConfig s = c.sampling;
+  s.use_cache = !c.no_cache;
+  if (!c.ignore_eos) s.stop_ids = m.config.eos_token_ids;
+  int64_t positions = static_cast<int64_t>(prompt.size()) + s.max_new_tokens;
+  if (m.config.arch == "gpt2" && positions > m.config.max_seq_len)
+    throw InputError("the prompt (" + std::to_string(prompt.size()) + " tokens) plus --max-new-tokens " +
+                     std::to_string(s.max_new_tokens) + " exceeds the model's " +
+                     std::to_string(m.config.max_seq_len) + " positions");
+  trainer::Generation g = trainer::generate(*m.model, prompt, s);
+  std::string text;
+  if (m.tokenizer) text = m.tokenizer->decode(std::vector<int32_t>(g.ids.begin(), g.ids.end()));
+  if (c.json) {
+    nlohmann::json out = {{"prompt_ids", prompt}, {"ids", g.ids}, {"finish_reason", g.finish_reason}};
+    if (m.tokenizer) out["text"] = text;
+    std::printf("%s\n", out.dump().c_str());
+  } else if (m.tokenizer) {
+    std::printf("%s\n", text.c_str());
+  } else {
+    std::string line;
+    for (int64_t id : g.ids) line += (line.empty() ? "" : " ") + std::to_string(id);
+    std::printf("%s\n", line.c_str());
+  }
+  return 0;
+}
+
+int run_export(const HfCommands& c) {
+  trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
+  trainer::HfSaveOptions options;
+  options.dtype = c.dtype == "bf16" ? torch::kBFloat16 : c.dtype == "fp16" ? torch::kHalf : torch::kFloat;
+  options.max_shard_bytes = c.max_shard_mb * 1'000'000;
+  options.copy_files_from = m.config.from;
+  trainer::save_hf_model(*m.model, m.config, c.out_dir, options);
+  std::printf("%s\n", c.out_dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+std::shared_ptr<HfCommands> add_hf_commands(CLI::App& app) {
+  auto c = std::make_shared<HfCommands>();
+  c->score = app.add_subcommand("score", "print each token's log-probability given its prefix, as JSON");
+  c->score->add_option("--model", c->model_dir, "HF model directory or lmforge run directory")->required();
+  auto* ids = c->score->add_option("--ids", c->ids, "comma-separated token ids, e.g. 1,2,3");
+  auto* text = c->score->add_option("--text", c->text, "text, tokenized with the directory's tokenizer");
+  ids->excludes(text);
+  c->score->callback([ids, text] {
+    if (ids->count() + text->count() == 0) throw CLI::RequiredError("--ids or --text");
+  });
+
+  c->generate = app.add_subcommand("generate", "continue a prompt (greedy unless --temperature > 0)");
+  CLI::App* g = c->generate;
+  g->add_option("--model", c->model_dir, "HF model directory or lmforge run directory")->required();
+  auto* prompt = g->add_option("--prompt", c->prompt, "prompt text");
+  auto* prompt_ids = g->add_option("--prompt-ids", c->prompt_ids, "comma-separated prompt token ids");
+  prompt->excludes(prompt_ids);
+  g->callback([prompt, prompt_ids] {
+    if (prompt->count() + prompt_ids->count() == 0) throw CLI::RequiredError("--prompt or --prompt-ids");
+  });
+  g->add_option("--max-new-tokens", c->sampling.max_new_tokens, "tokens to generate")->check(CLI::Range(0, 1 << 20));
+  g->add_option("--temperature", c->sampling.temperature, "0: greedy; > 0: sample from softmax(logits / T)")
+      ->check(CLI::Range(0.0, 1e6));
+  g->add_option("--top-k", c->sampling.top_k, "sample among the k most likely tokens (0: all)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  g->add_option("--top-p", c->sampling.top_p, "sample among the smallest set with this much mass")
+      ->check(CLI::Range(0.0, 1.0));
+  g->add_option("--seed", c->sampling.seed, "sampling seed");
+  g->add_flag("--json", c->json, "print {prompt_ids, ids, finish_reason[, text]} instead of text");
+  g->add_flag("--no-cache", c->no_cache, "recompute the whole prefix each step (no KV cache)");
+  g->add_flag("--ignore-eos", c->ignore_eos, "do not stop at the end-of-sequence token");
+
+  c->export_cmd = app.add_subcommand("export", "write a model (HF or run directory) as an HF model directory");
+  c->export_cmd->add_option("model", c->model_dir, "HF model directory or lmforge run directory")->required();
+  c->export_cmd->add_option("--out", c->out_dir, "output directory")->required();
+  c->export_cmd->add_option("--dtype", c->dtype, "weights dtype")->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  c->export_cmd->add_option("--max-shard-mb", c->max_shard_mb, "shard the weights above this size")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  return c;
+}
+
+int run_hf_command(const HfCommands& c) {
+  if (!*c.score && !*c.generate && !*c.export_cmd) return -1;
+  parallel::configure_threads(parallel::ParallelConfig{}, parallel::detect_launch_env(), /*bf16_matmuls=*/false);
+  if (*c.score) return run_score(c);
+  if (*c.generate) return run_generate(c);
+  if (*c.export_cmd) return run_export(c);
+  return -1;
+}
+
+}  // namespace lmforge::launch
