@@ -134,10 +134,19 @@ std::pair<std::string, std::string> choose_resume(const Config& cfg, parallel::C
 int train(const std::string& config_path, const std::vector<std::string>& sets,
           const std::vector<std::string>& argv) {
   parallel::LaunchEnv env = parallel::detect_launch_env();
+  // OpenMPI aborts inside MPI_Init, with a message about PMI builds, when srun gave it no PMIx.
+  if (env.launcher == "slurm" && env.world_size > 1 && !std::getenv("PMIX_RANK"))
+    throw InputError("started by Slurm as task " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
+                     " without PMIx, so the tasks cannot form one MPI world: launch with srun --mpi=pmix "
+                     "(or MpiDefault=pmix in slurm.conf)");
   // The control communicator (MPI, CPU tensors) checks configs, gathers hosts and carries the run
   // directory; gradients travel on `comm`, which is NCCL's when training on GPUs.
   std::unique_ptr<parallel::Comm> control =
       env.world_size > 1 ? parallel::make_mpi_world_comm() : parallel::make_self_comm();
+  if (control->size() != env.world_size)
+    throw InputError("started by " + env.launcher + " as rank " + std::to_string(env.rank) + " of " +
+                     std::to_string(env.world_size) + ", but MPI sees a world of " + std::to_string(control->size()) +
+                     ": the launcher gave MPI no process information (under Slurm use srun --mpi=pmix)");
   Config cfg = load_config_on_every_rank(*control, config_path, sets);
   control->set_timeout(cfg.parallel.timeout_s);
   if (cfg.parallel.dp != 0 && cfg.parallel.dp != control->size())

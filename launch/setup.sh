@@ -11,6 +11,7 @@ packages=(
   libsentencepiece-dev libpcre2-dev libgtest-dev
   fortunes fortunes-min                 # the English corpus the quickstart and CI train on
   python3-torch                         # the Python baseline in experiments/bench
+  slurmctld slurmd slurm-client munge   # the local Slurm cluster tests/launch/slurm_test.sh starts
 )
 
 missing=()
