@@ -1,11 +1,14 @@
-// trainer/optim.cpp -- parameter grouping, the warmup + decay schedule, gradient clipping.
-// The optimizer itself is torch::optim::AdamW.
+// trainer/optim.cpp -- parameter grouping, the warmup + decay schedule, gradient clipping, and
+// AdamW's state as named tensors. The optimizer itself is torch::optim::AdamW.
 #include "trainer/optim.h"
 
 #include <cmath>
+#include <map>
 #include <set>
+#include <type_traits>
 
 #include "trainer/config_reader.h"
+#include "trainer/errors.h"
 
 namespace lmforge::trainer {
 
@@ -79,6 +82,73 @@ double clip_grad_norm(torch::nn::Module& model, double max_norm) {
     for (auto& g : grads) g.mul_(scale);
   }
   return total;
+}
+
+namespace {
+
+// LibTorch 1.x keys optimizer state by the parameter's TensorImpl address as a string, 2.x by
+// the address itself; this gives the key either way.
+template <typename StateMap>
+typename StateMap::key_type state_key(const StateMap&, const torch::Tensor& p) {
+  using Key = typename StateMap::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    return c10::guts::to_string(p.unsafeGetTensorImpl());
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
+}
+
+}  // namespace
+
+NamedParams optimizer_params(
+    torch::optim::AdamW& opt, const std::function<std::string(const torch::Tensor&, size_t)>& name_of) {
+  NamedParams out;
+  for (auto& group : opt.param_groups())
+    for (auto& p : group.params()) out.emplace_back(name_of(p, out.size()), p);
+  return out;
+}
+
+NamedTensors adamw_state(torch::optim::AdamW& opt, const NamedParams& params) {
+  NamedTensors out;
+  auto& state = opt.state();
+  for (const auto& [name, p] : params) {
+    auto it = state.find(state_key(state, p));
+    if (it == state.end()) continue;  // no step taken yet
+    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+    out.emplace_back(name + ".exp_avg", s.exp_avg().cpu());
+    out.emplace_back(name + ".exp_avg_sq", s.exp_avg_sq().cpu());
+    out.emplace_back(name + ".step", torch::tensor({s.step()}, torch::kLong));
+  }
+  return out;
+}
+
+void load_adamw_state(torch::optim::AdamW& opt, const NamedParams& params,
+                      const NamedTensors& saved, const std::string& file) {
+  std::map<std::string, torch::Tensor> by_name(saved.begin(), saved.end());
+  auto& state = opt.state();
+  std::vector<std::string> problems;
+  for (const auto& [name, p] : params) {
+    auto avg = by_name.find(name + ".exp_avg"), sq = by_name.find(name + ".exp_avg_sq"), st = by_name.find(name + ".step");
+    if (avg == by_name.end() || sq == by_name.end() || st == by_name.end()) {
+      problems.push_back(name + ": no optimizer state");
+      continue;
+    }
+    if (avg->second.sizes() != p.sizes() || sq->second.sizes() != p.sizes()) {
+      problems.push_back(name + ": optimizer state of shape " + c10::str(avg->second.sizes()) + ", parameter " +
+                         c10::str(p.sizes()));
+      continue;
+    }
+    auto s = std::make_unique<torch::optim::AdamWParamState>();
+    s->step(st->second.item<int64_t>());
+    s->exp_avg(avg->second.to(p.device()).clone());
+    s->exp_avg_sq(sq->second.to(p.device()).clone());
+    state[state_key(state, p)] = std::move(s);
+  }
+  if (!problems.empty() && !saved.empty()) {
+    std::string message = file + " does not fit this optimizer:";
+    for (const auto& m : problems) message += "\n  " + m;
+    throw InputError(message);
+  }
 }
 
 }  // namespace lmforge::trainer

@@ -5,8 +5,13 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "trainer/safetensors.h"
 
 namespace lmforge::config {
 class Section;
@@ -41,6 +46,21 @@ double lr_at(int64_t step, int64_t max_steps, double peak_lr, const ScheduleConf
 std::unique_ptr<torch::optim::AdamW> make_optimizer(torch::nn::Module& model, const OptimConfig& c);
 
 void set_lr(torch::optim::Optimizer& optimizer, double lr);
+
+using NamedParams = std::vector<std::pair<std::string, torch::Tensor>>;
+
+// The optimizer's parameters in group order, each named by `name_of(parameter, index)`.
+NamedParams optimizer_params(torch::optim::AdamW& opt,
+                             const std::function<std::string(const torch::Tensor&, size_t)>& name_of);
+
+// AdamW's moments and step counts as tensors <name>.exp_avg, <name>.exp_avg_sq, <name>.step (CPU);
+// parameters without state yet (no step taken) are left out.
+NamedTensors adamw_state(torch::optim::AdamW& opt, const NamedParams& params);
+
+// Restores what adamw_state saved. Throws InputError naming `file` and listing every parameter
+// whose state is missing or mis-shaped.
+void load_adamw_state(torch::optim::AdamW& opt, const NamedParams& params, const NamedTensors& saved,
+                      const std::string& file);
 
 // Global L2 norm of all gradients, clipped to `max_norm` when max_norm > 0. Returns the
 // norm before clipping (non-finite if any gradient is).

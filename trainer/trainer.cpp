@@ -1,5 +1,5 @@
-// trainer/trainer.cpp -- Trainer::run and the pieces it calls once per step.
-// No parallelism or checkpoint/resume logic yet: those plug in around train_step.
+// trainer/trainer.cpp -- Trainer::run and the pieces it calls once per step, and the state a
+// checkpoint holds. Gradient sync is parallel/'s; the commit protocol is checkpoint.cpp's.
 #include "trainer/trainer.h"
 
 #include <ATen/autocast_mode.h>
@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
-#include <type_traits>
 #include <nlohmann/json.hpp>
 
 #include "experiments/run_record.h"
@@ -100,71 +99,6 @@ class PreemptionSignals {
  private:
   struct sigaction old_term_ {}, old_usr1_ {};
 };
-
-// LibTorch 1.x keys optimizer state by the parameter's TensorImpl address as a string, 2.x by
-// the address itself; this gives the key either way.
-template <typename StateMap>
-typename StateMap::key_type state_key(const StateMap&, const torch::Tensor& p) {
-  using Key = typename StateMap::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
-  } else {
-    return static_cast<Key>(p.unsafeGetTensorImpl());
-  }
-}
-
-// The optimizer's parameters in group order, each with a name from `name_of`.
-std::vector<std::pair<std::string, torch::Tensor>> optimizer_params(
-    torch::optim::AdamW& opt, const std::function<std::string(const torch::Tensor&, size_t)>& name_of) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (auto& group : opt.param_groups())
-    for (auto& p : group.params()) out.emplace_back(name_of(p, out.size()), p);
-  return out;
-}
-
-// AdamW's moments and step counts as tensors <name>.exp_avg, <name>.exp_avg_sq, <name>.step.
-NamedTensors adamw_state(torch::optim::AdamW& opt, const std::vector<std::pair<std::string, torch::Tensor>>& params) {
-  NamedTensors out;
-  auto& state = opt.state();
-  for (const auto& [name, p] : params) {
-    auto it = state.find(state_key(state, p));
-    if (it == state.end()) continue;  // no step taken yet
-    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-    out.emplace_back(name + ".exp_avg", s.exp_avg().cpu());
-    out.emplace_back(name + ".exp_avg_sq", s.exp_avg_sq().cpu());
-    out.emplace_back(name + ".step", torch::tensor({s.step()}, torch::kLong));
-  }
-  return out;
-}
-
-void load_adamw_state(torch::optim::AdamW& opt, const std::vector<std::pair<std::string, torch::Tensor>>& params,
-                      const NamedTensors& saved, const std::string& file) {
-  std::map<std::string, torch::Tensor> by_name(saved.begin(), saved.end());
-  auto& state = opt.state();
-  std::vector<std::string> problems;
-  for (const auto& [name, p] : params) {
-    auto avg = by_name.find(name + ".exp_avg"), sq = by_name.find(name + ".exp_avg_sq"), st = by_name.find(name + ".step");
-    if (avg == by_name.end() || sq == by_name.end() || st == by_name.end()) {
-      problems.push_back(name + ": no optimizer state");
-      continue;
-    }
-    if (avg->second.sizes() != p.sizes() || sq->second.sizes() != p.sizes()) {
-      problems.push_back(name + ": optimizer state of shape " + c10::str(avg->second.sizes()) + ", parameter " +
-                         c10::str(p.sizes()));
-      continue;
-    }
-    auto s = std::make_unique<torch::optim::AdamWParamState>();
-    s->step(st->second.item<int64_t>());
-    s->exp_avg(avg->second.to(p.device()).clone());
-    s->exp_avg_sq(sq->second.to(p.device()).clone());
-    state[state_key(state, p)] = std::move(s);
-  }
-  if (!problems.empty() && !saved.empty()) {
-    std::string message = file + " does not fit this optimizer:";
-    for (const auto& m : problems) message += "\n  " + m;
-    throw InputError(message);
-  }
-}
 
 std::string format_duration(double seconds) {
   int s = static_cast<int>(seconds + 0.5);
@@ -397,13 +331,13 @@ void Trainer::load_checkpoint(const std::string& dir) {
   train_data_.restore(state.at("sampler").get<std::string>());
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> Trainer::named_optimizer_params() {
+NamedParams Trainer::named_optimizer_params() {
   std::map<torch::TensorImpl*, std::string> names;
   for (const auto& item : model_->named_parameters()) names[item.value().unsafeGetTensorImpl()] = item.key();
   return optimizer_params(*optimizer_, [&](const torch::Tensor& p, size_t) { return names.at(p.unsafeGetTensorImpl()); });
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> Trainer::zero_params() {
+NamedParams Trainer::zero_params() {
   return optimizer_params(zero_->optimizer(), [](const torch::Tensor&, size_t i) { return "shard_group" + std::to_string(i); });
 }
 

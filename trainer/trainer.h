@@ -107,8 +107,8 @@ class Trainer {
   void log_step(int64_t step, double loss, double grad_norm, double lr);
   void log_eval(const EvalResult& r);
   void save_final_weights();
-  std::vector<std::pair<std::string, torch::Tensor>> named_optimizer_params();  // model names
-  std::vector<std::pair<std::string, torch::Tensor>> zero_params();             // this rank's shards
+  NamedParams named_optimizer_params();  // named as the model's parameters
+  NamedParams zero_params();             // this rank's ZeRO-1 shards
 
   CausalLM model_;
   torch::Device device_;  // where the model lives; batches are moved here
