@@ -57,6 +57,7 @@ std::vector<int64_t> tokenize(const trainer::LoadedModel& m, const std::string& 
 int run_score(const HfCommands& c) {
   trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
   std::vector<int64_t> ids = c.ids.empty() ? tokenize(m, c.text, c.model_dir) : parse_ids(c.ids, "--ids");
+  trainer::check_sequence_length(m.config, static_cast<int64_t>(ids.size()), "scoring " + std::to_string(ids.size()) + " tokens");
   trainer::TokenScores s = trainer::score_tokens(*m.model, ids);
   nlohmann::json out = {{"ids", ids},
                         {"logprobs", s.logprobs},
@@ -74,11 +75,9 @@ int run_generate(const HfCommands& c) {
   trainer::SamplingConfig s = c.sampling;
   s.use_cache = !c.no_cache;
   if (!c.ignore_eos) s.stop_ids = m.config.eos_token_ids;
-  int64_t positions = static_cast<int64_t>(prompt.size()) + s.max_new_tokens;
-  if (m.config.arch == "gpt2" && positions > m.config.max_seq_len)
-    throw InputError("the prompt (" + std::to_string(prompt.size()) + " tokens) plus --max-new-tokens " +
-                     std::to_string(s.max_new_tokens) + " exceeds the model's " +
-                     std::to_string(m.config.max_seq_len) + " positions");
+  trainer::check_sequence_length(m.config, static_cast<int64_t>(prompt.size()) + s.max_new_tokens,
+                                 "the prompt (" + std::to_string(prompt.size()) + " tokens) plus --max-new-tokens " +
+                                     std::to_string(s.max_new_tokens));
   trainer::Generation g = trainer::generate(*m.model, prompt, s);
   std::string text;
   if (m.tokenizer) text = m.tokenizer->decode(std::vector<int32_t>(g.ids.begin(), g.ids.end()));

@@ -21,6 +21,19 @@ torch::Tensor as_batch(const std::vector<int64_t>& ids, const torch::Device& dev
   return torch::tensor(ids, torch::kLong).view({1, static_cast<int64_t>(ids.size())}).to(device);
 }
 
+}  // namespace
+
+void check_sequence_length(const ModelConfig& cfg, int64_t positions, const std::string& what) {
+  if (cfg.arch == "gpt2" && positions > cfg.max_seq_len)
+    throw InputError(what + " needs " + std::to_string(positions) + " positions; the model has " +
+                     std::to_string(cfg.max_seq_len) + " learned positions");
+  if (cfg.sliding_window > 0 && positions > cfg.sliding_window)
+    throw InputError(what + " needs " + std::to_string(positions) + " positions, more than the sliding window of " +
+                     std::to_string(cfg.sliding_window) + " (sliding-window attention is not implemented)");
+}
+
+namespace {
+
 void check_ids(const std::vector<int64_t>& ids, int64_t vocab, const std::string& what) {
   for (int64_t id : ids)
     if (id < 0 || id >= vocab)

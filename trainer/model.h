@@ -42,6 +42,8 @@ struct ModelConfig {
   double rope_low_freq_factor = 1.0;  // llama3 only
   double rope_high_freq_factor = 4.0; // llama3 only
   int64_t rope_original_max_positions = 8192;  // llama3 only: context length before scaling
+  int64_t sliding_window = 0;                  // mistral/qwen2 window; 0: none. Not implemented: a
+                                               // sequence longer than the window is refused
   int64_t bos_token_id = -1;                   // -1: none; carried into a saved config.json
   std::vector<int64_t> eos_token_ids;          // generation stops on any of these
 

@@ -77,7 +77,7 @@ expect_exit 2 "--ids or --text" "$bin" score --model "$fixtures/gpt2"
 expect_exit 2 "'x' is not a token id" "$bin" score --model "$fixtures/gpt2" --ids 1,x
 expect_exit 2 "outside the vocabulary" "$bin" score --model "$fixtures/gpt2" --ids 1,999
 expect_exit 2 "no tokenizer lmforge can read" "$bin" generate --model "$fixtures/gpt2" --prompt "hi"
-expect_exit 2 "exceeds the model's 32 positions" "$bin" generate --model "$fixtures/gpt2" --prompt-ids 1 --max-new-tokens 40
+expect_exit 2 "needs 41 positions; the model has 32 learned positions" "$bin" generate --model "$fixtures/gpt2" --prompt-ids 1 --max-new-tokens 40
 expect_exit 2 "neither an HF model directory" "$bin" score --model "$tmp" --ids 1,2
 
 # Corrupt safetensors files: each a clear error naming the file, exit 2.
