@@ -8,6 +8,7 @@
 #include <optional>
 #include <nlohmann/json.hpp>
 
+#include "data/hf_tokenizer.h"
 #include "data/text_dataset.h"
 #include "data/tokenizer.h"
 #include "experiments/run_record.h"
@@ -83,7 +84,9 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
                      " ranks were started (" + env.launcher + "); set parallel.dp: auto or start that many");
   int threads = parallel::configure_threads(cfg.parallel, env, cfg.train.precision == "bf16");
 
-  auto tokenizer = data::make_tokenizer(cfg.tokenizer);
+  // An HF directory's own tokenizer wins over tokenizer.kind: its ids are the ones the weights know.
+  std::unique_ptr<data::Tokenizer> tokenizer = cfg.model.from.empty() ? nullptr : data::load_hf_tokenizer(cfg.model.from);
+  if (!tokenizer) tokenizer = data::make_tokenizer(cfg.tokenizer);
   data::TokenCorpus train_corpus = data::open_text_corpus(cfg.data.train, *tokenizer, cfg.data.cache_dir, "data.train");
   check_corpus_length(train_corpus, cfg.train.seq_len, "data.train");
   data::TokenCorpus eval_corpus;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "data/hf_tokenizer.h"
 #include "trainer/config.h"
 #include "trainer/errors.h"
 #include "trainer/hf_model.h"
@@ -129,6 +130,9 @@ LoadedModel open_model_dir(const std::string& dir) {
   }
   if (!hf_dir.empty()) {
     out.model = load_hf_model(hf_dir, &out.config);
+    out.tokenizer = data::load_hf_tokenizer(hf_dir);
+    if (out.tokenizer && out.config.eos_token_ids.empty() && out.tokenizer->eos_id() >= 0)
+      out.config.eos_token_ids = {out.tokenizer->eos_id()};
     out.kind = "hf";
     return out;
   }

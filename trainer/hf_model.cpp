@@ -21,18 +21,6 @@ using json = nlohmann::json;
 
 namespace {
 
-json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw InputError(path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  try {
-    return json::parse(text.str());
-  } catch (const json::exception& e) {
-    throw InputError(path + ": not valid JSON: " + e.what());
-  }
-}
-
 // Typed access to config.json keys with errors that name the file and the key.
 class JsonConfig {
  public:
@@ -326,6 +314,18 @@ json hf_config_json(const ModelConfig& c, torch::ScalarType dtype) {
 }
 
 }  // namespace
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(path + ": cannot open");
+  std::stringstream text;
+  text << in.rdbuf();
+  try {
+    return json::parse(text.str());
+  } catch (const json::exception& e) {
+    throw InputError(path + ": not valid JSON: " + e.what());
+  }
+}
 
 ModelConfig read_hf_config(const std::string& dir) {
   std::string file = (fs::path(dir) / "config.json").string();
