@@ -1,5 +1,6 @@
-// data/hf_tokenizer.cpp -- byte-level BPE from tokenizer.json: pre-tokenizer regex via PCRE2,
-// GPT-2's byte<->unicode table, rank-ordered merges, added/special tokens, TemplateProcessing.
+// data/hf_tokenizer.cpp -- BPE from tokenizer.json: byte-level (pre-tokenizer regex via PCRE2,
+// GPT-2's byte<->unicode table) or SentencePiece-style (U+2581 spaces, byte fallback), with
+// rank-ordered merges, added/special tokens and TemplateProcessing.
 // No normalizers and no SentencePiece: Debian's libsentencepiece loads a second protobuf that
 // crashes beside LibTorch's at start-up, so tokenizer.model is refused with that reason.
 #include "data/hf_tokenizer.h"
@@ -23,6 +24,9 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
+
+// U+2581 LOWER ONE EIGHTH BLOCK: SentencePiece's visible space.
+const char* kSpace = "\xe2\x96\x81";
 
 // GPT-2's pre-tokenizer: contractions, letters, numbers, other symbols, whitespace runs.
 const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -67,15 +71,25 @@ std::array<std::string, 256> byte_to_unicode() {
   return table;
 }
 
+// The steps of a normalizer/pre-tokenizer: a {"type": "Sequence", list_key: [...]} or one step.
+std::vector<json> sequence_parts(const json& node, const char* list_key) {
+  std::vector<json> parts;
+  if (node.is_object() && node.value("type", "") == "Sequence" && node.contains(list_key) && node[list_key].is_array())
+    parts.assign(node[list_key].begin(), node[list_key].end());
+  else if (node.is_object())
+    parts.push_back(node);
+  return parts;
+}
+
 std::string token_content(const json& v) {  // "<s>" or {"content": "<s>", ...}
   if (v.is_string()) return v.get<std::string>();
   if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
   return "";
 }
 
-class ByteLevelBpe : public Tokenizer {
+class BpeTokenizer : public Tokenizer {
  public:
-  ByteLevelBpe(const json& j, const json& config, const std::string& path, std::string fingerprint)
+  BpeTokenizer(const json& j, const json& config, const std::string& path, std::string fingerprint)
       : path_(path), fingerprint_(std::move(fingerprint)), bytes_(byte_to_unicode()) {
     for (int b = 0; b < 256; ++b) unicode_to_byte_[bytes_[b]] = static_cast<unsigned char>(b);
     const json& model = j["model"];
@@ -114,12 +128,18 @@ class ByteLevelBpe : public Tokenizer {
       }
       std::sort(added_.begin(), added_.end(), [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
     }
+    byte_fallback_ = model.value("byte_fallback", false);
+    if (model.contains("unk_token") && model["unk_token"].is_string() && ids_.count(model["unk_token"].get<std::string>()))
+      unk_ = ids_.at(model["unk_token"].get<std::string>());
+    read_normalizer(j.contains("normalizer") ? j["normalizer"] : json());
     read_pre_tokenizer(j.contains("pre_tokenizer") ? j["pre_tokenizer"] : json());
+    if (!byte_level_ && !metaspace_)
+      fail("neither a byte-level BPE (ByteLevel pre-tokenizer) nor a SentencePiece-style one (spaces as U+2581)");
     read_post_processor(j.contains("post_processor") ? j["post_processor"] : json());
     bos_ = id_of_special(config, "bos_token");
     eos_ = id_of_special(config, "eos_token");
   }
-  ~ByteLevelBpe() override {
+  ~BpeTokenizer() override {
     if (regex_) pcre2_code_free(regex_);
   }
 
@@ -134,7 +154,7 @@ class ByteLevelBpe : public Tokenizer {
           break;
         }
       if (hit || i == text.size()) {
-        encode_plain(text.substr(start, i - start), ids);
+        encode_plain(text.substr(start, i - start), ids, /*first=*/start == 0);
         if (!hit) break;
         ids.push_back(hit->second);
         i += hit->first.size();
@@ -156,11 +176,21 @@ class ByteLevelBpe : public Tokenizer {
         out += token;
         continue;
       }
+      if (!byte_level_) {
+        unsigned byte = 0;
+        if (token.size() == 6 && std::sscanf(token.c_str(), "<0x%2X>", &byte) == 1) {
+          out += static_cast<char>(byte);
+        } else {
+          for (const auto& ch : utf8_chars(token)) out += ch == kSpace ? std::string(" ") : ch;
+        }
+        continue;
+      }
       for (const auto& ch : utf8_chars(token)) {
         auto it = unicode_to_byte_.find(ch);
         out += it != unicode_to_byte_.end() ? std::string(1, static_cast<char>(it->second)) : ch;
       }
     }
+    if (!byte_level_ && prepend_space_ && !out.empty() && out[0] == ' ') out.erase(0, 1);  // the Strip decoder
     return out;
   }
 
@@ -184,19 +214,33 @@ class ByteLevelBpe : public Tokenizer {
     return it == ids_.end() ? -1 : it->second;
   }
 
-  // ByteLevel alone (GPT-2 regex) or a Sequence of Split(regex) + ByteLevel(use_regex false).
+  // SentencePiece-style files (Llama 2, Mistral) spell spaces as U+2581 in the normalizer:
+  // Prepend("\u2581") then Replace(" " -> "\u2581").
+  void read_normalizer(const json& n) {
+    for (const auto& part : sequence_parts(n, "normalizers")) {
+      std::string type = part.value("type", "");
+      if (type == "Prepend" && part.value("prepend", "") == kSpace) {
+        prepend_space_ = true;
+      } else if (type == "Replace" && part.value("content", "") == kSpace) {
+        metaspace_ = true;
+      } else if (!type.empty() && type != "NFC" && type != "NFKC") {
+        fail("normalizer '" + type + "' is not supported");
+      }
+    }
+  }
+
+  // ByteLevel alone (GPT-2 regex), a Sequence of Split(regex) + ByteLevel(use_regex false), or
+  // Metaspace (the older spelling of SentencePiece-style spaces).
   void read_pre_tokenizer(const json& p) {
     std::string pattern;
-    bool byte_level = false;
-    std::vector<json> parts;
-    if (p.is_object() && p.value("type", "") == "Sequence" && p.contains("pretokenizers"))
-      parts.assign(p["pretokenizers"].begin(), p["pretokenizers"].end());
-    else if (p.is_object())
-      parts.push_back(p);
-    for (const auto& part : parts) {
+    for (const auto& part : sequence_parts(p, "pretokenizers")) {
       std::string type = part.value("type", "");
-      if (type == "ByteLevel") {
-        byte_level = true;
+      if (type == "Metaspace") {
+        metaspace_ = true;
+        prepend_space_ = part.value("add_prefix_space", true) && part.value("prepend_scheme", "always") != "never";
+        prepend_first_only_ = part.value("prepend_scheme", "always") == "first";
+      } else if (type == "ByteLevel") {
+        byte_level_ = true;
         add_prefix_space_ = part.value("add_prefix_space", false);
         if (part.value("use_regex", true) && pattern.empty()) pattern = kGpt2Pattern;
       } else if (type == "Split" && part.contains("pattern") && part["pattern"].is_object()) {
@@ -206,7 +250,6 @@ class ByteLevelBpe : public Tokenizer {
         fail("pre_tokenizer part '" + type + "' is not supported");
       }
     }
-    if (!byte_level) fail("not a byte-level BPE tokenizer (no ByteLevel pre-tokenizer)");
     if (pattern.empty()) return;
     int code = 0;
     PCRE2_SIZE offset = 0;
@@ -244,8 +287,10 @@ class ByteLevelBpe : public Tokenizer {
     }
   }
 
-  void encode_plain(std::string text, std::vector<int32_t>& ids) const {
+  // One stretch of text between added tokens; first: it starts the text.
+  void encode_plain(std::string text, std::vector<int32_t>& ids, bool first) const {
     if (text.empty()) return;
+    if (!byte_level_) return encode_metaspace(text, ids, first);
     if (add_prefix_space_ && text[0] != ' ') text = " " + text;
     std::vector<std::string> pieces;
     if (!regex_) {
@@ -279,6 +324,44 @@ class ByteLevelBpe : public Tokenizer {
         ids.push_back(it->second);
       }
     }
+  }
+
+  // SentencePiece-style: spaces become U+2581, words start at a U+2581 that follows another
+  // character, BPE runs per word over UTF-8 characters, unknown characters fall back to <0xXX>
+  // byte tokens (or unk). NOTE: splitting into words first is lmforge's choice for speed; merges
+  // across a word start (only runs of U+2581) are the one place it can differ from HF.
+  void encode_metaspace(const std::string& text, std::vector<int32_t>& ids, bool first) const {
+    std::string normalized = prepend_space_ && (first || !prepend_first_only_) ? kSpace : "";
+    for (char c : text) normalized += c == ' ' ? std::string(kSpace) : std::string(1, c);
+    std::vector<std::string> chars = utf8_chars(normalized);
+    std::vector<std::string> word;
+    auto flush = [&] {
+      merge(word);
+      for (const auto& s : word) {
+        auto it = ids_.find(s);
+        if (it != ids_.end()) {
+          ids.push_back(it->second);
+        } else if (byte_fallback_) {
+          for (unsigned char c : s) {
+            char name[8];
+            std::snprintf(name, sizeof name, "<0x%02X>", c);
+            auto byte = ids_.find(name);
+            if (byte == ids_.end()) fail(std::string("byte token ") + name + " is not in the vocabulary");
+            ids.push_back(byte->second);
+          }
+        } else if (unk_ >= 0) {
+          ids.push_back(unk_);
+        } else {
+          fail("token '" + s + "' is not in the vocabulary and there is no unk_token");
+        }
+      }
+      word.clear();
+    };
+    for (size_t i = 0; i < chars.size(); ++i) {
+      if (chars[i] == kSpace && i > 0 && chars[i - 1] != kSpace) flush();
+      word.push_back(chars[i]);
+    }
+    flush();
   }
 
   // Applies merges lowest rank first until no adjacent pair has one. symbols: in/out.
@@ -316,7 +399,12 @@ class ByteLevelBpe : public Tokenizer {
   std::map<int32_t, bool> special_;
   std::vector<int32_t> prefix_, suffix_;
   pcre2_code* regex_ = nullptr;
-  bool add_prefix_space_ = false;
+  bool add_prefix_space_ = false;  // byte level: a space before text that lacks one
+  bool byte_level_ = false, metaspace_ = false;
+  bool prepend_space_ = false;     // metaspace: U+2581 before the text (removed again on decode)
+  bool prepend_first_only_ = false;  // Metaspace prepend_scheme "first": not after an added token
+  bool byte_fallback_ = false;     // metaspace: unknown characters as <0xXX> byte tokens
+  int32_t unk_ = -1;
   int32_t bos_ = -1, eos_ = -1;
 };
 
@@ -331,12 +419,10 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
     if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
       throw InputError(json_path.string() + ": no \"model\" object");
     std::string type = j["model"].value("type", "BPE");
-    bool byte_level = j.dump().find("\"ByteLevel\"") != std::string::npos;
-    if (type == "BPE" && byte_level)
-      return std::make_unique<ByteLevelBpe>(j, config, json_path.string(),
+    if (type == "BPE")
+      return std::make_unique<BpeTokenizer>(j, config, json_path.string(),
                                             "hf-bpe-" + sha256_file(json_path.string()).substr(0, 16));
-    throw InputError(json_path.string() + ": a " + type +
-                     " tokenizer without a ByteLevel pre-tokenizer is not supported (byte-level BPE is)");
+    throw InputError(json_path.string() + ": a " + type + " tokenizer is not supported (BPE is)");
   }
   if (fs::exists(sp_path))
     throw InputError(sp_path.string() + ": SentencePiece models are not supported; pass token ids instead");

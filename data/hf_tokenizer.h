@@ -1,6 +1,6 @@
-// data/hf_tokenizer.h -- the tokenizer of a Hugging Face model directory: a byte-level BPE
-// tokenizer.json (GPT-2, Llama 3, Qwen2 style). Not here: SentencePiece models (Llama 2,
-// Mistral) and chat templates (Jinja); the byte tokenizer is in tokenizer.h.
+// data/hf_tokenizer.h -- the tokenizer of a Hugging Face model directory: a BPE tokenizer.json,
+// byte-level (GPT-2, Llama 3, Qwen2) or SentencePiece-style (Llama 2, Mistral). Not here:
+// tokenizer.model files, Unigram/WordPiece, chat templates (Jinja); the byte tokenizer is in tokenizer.h.
 #pragma once
 
 #include <memory>

@@ -102,6 +102,48 @@ TEST_F(HfTokenizerTest, FullByteTableRoundTripsAnyUtf8) {
   EXPECT_EQ(tok->decode(ids), text);
 }
 
+// Llama 2 style: "hello world!" -> normalized "\u2581hello\u2581world!" -> words "\u2581hello",
+// "\u2581world!". Merges by rank give \u2581hel lo (14, 15) and \u2581wor ld (18, 19); "!" is not in the
+// vocabulary, so it falls back to its byte token <0x21> (3). Worked by hand from the ranks below.
+json metaspace_tokenizer(bool normalizer_spelling) {
+  const std::string sp = "\xe2\x96\x81";
+  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}, {"<0x21>", 3}, {sp, 4}, {"h", 5}, {"e", 6}, {"l", 7},
+                {"o", 8}, {"w", 9}, {"r", 10}, {"d", 11}, {sp + "h", 12}, {"el", 13}, {sp + "hel", 14}, {"lo", 15},
+                {sp + "w", 16}, {"or", 17}, {sp + "wor", 18}, {"ld", 19}, {"<0xC3>", 20}, {"<0xA9>", 21}};
+  json merges = {sp + " h", "e l", sp + "h el", "l o", sp + " w", "o r", sp + "w or", "l d"};
+  json j = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"byte_fallback", true},
+                       {"unk_token", "<unk>"}}},
+            {"added_tokens", {{{"id", 1}, {"content", "<s>"}, {"special", true}},
+                              {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
+            {"post_processor", {{"type", "TemplateProcessing"},
+                                {"single", {{{"SpecialToken", {{"id", "<s>"}}}}, {{"Sequence", {{"id", "A"}}}}}},
+                                {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}}}}}}}};
+  if (normalizer_spelling) {
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers", {{{"type", "Prepend"}, {"prepend", sp}},
+                                        {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", sp}}}}};
+    j["pre_tokenizer"] = nullptr;
+  } else {
+    j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", sp}, {"add_prefix_space", true}};
+  }
+  return j;
+}
+
+TEST_F(HfTokenizerTest, SentencePieceStyleBpeUsesMetaspaceAndByteFallback) {
+  for (bool normalizer_spelling : {true, false}) {
+    write("tokenizer.json", metaspace_tokenizer(normalizer_spelling));
+    write("tokenizer_config.json", {{"bos_token", "<s>"}, {"eos_token", "</s>"}});
+    auto tok = data::load_hf_tokenizer(dir_.string());
+    ASSERT_TRUE(tok);
+    EXPECT_EQ(tok->encode("hello world!"), (std::vector<int32_t>{1, 14, 15, 18, 19, 3})) << normalizer_spelling;
+    EXPECT_EQ(tok->decode({1, 14, 15, 18, 19, 3}), "hello world!");
+    EXPECT_EQ(tok->encode("h\xc3\xa9"), (std::vector<int32_t>{1, 12, 20, 21})) << "e-acute: two byte tokens";
+    EXPECT_EQ(tok->decode({12, 20, 21, 2}), "h\xc3\xa9");
+    EXPECT_EQ(tok->bos_id(), 1);
+    EXPECT_EQ(tok->eos_id(), 2);
+  }
+}
+
 TEST_F(HfTokenizerTest, UnsupportedOrMissingTokenizers) {
   EXPECT_EQ(data::load_hf_tokenizer(dir_.string()), nullptr);
   write("tokenizer.json", {{"model", {{"type", "Unigram"}, {"vocab", json::array()}}}});
@@ -109,10 +151,16 @@ TEST_F(HfTokenizerTest, UnsupportedOrMissingTokenizers) {
     data::load_hf_tokenizer(dir_.string());
     FAIL() << "a Unigram tokenizer.json is not implemented";
   } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("tokenizer.json: a Unigram tokenizer without a ByteLevel pre-tokenizer is not "
-                                         "supported"),
+    EXPECT_NE(std::string(e.what()).find("tokenizer.json: a Unigram tokenizer is not supported (BPE is)"),
               std::string::npos)
         << e.what();
+  }
+  write("tokenizer.json", {{"model", {{"type", "BPE"}, {"vocab", json::object()}}}, {"pre_tokenizer", nullptr}});
+  try {
+    data::load_hf_tokenizer(dir_.string());
+    FAIL() << "a BPE with neither byte-level nor U+2581 spaces";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenizer.json: neither a byte-level BPE"), std::string::npos) << e.what();
   }
   fs::remove(dir_ / "tokenizer.json");
   std::ofstream((dir_ / "tokenizer.model").string()) << "sp";

@@ -37,6 +37,8 @@ assert len(score["logprobs"]) == len(ref["score"]["logprobs"]), "length"
 assert worst < 1e-5, "logprob differs by %g" % worst
 assert abs(score["nll"] - ref["score"]["nll"]) < 1e-4, "nll"
 assert gen["ids"] == ref["greedy"]["new_ids"], (gen["ids"], ref["greedy"]["new_ids"])
+assert gen["sequence_ids"] == ref["greedy"]["prompt_ids"] + gen["ids"]
+assert score["token_logprobs"][0] is None and score["token_logprobs"][1:] == score["logprobs"]
 EOF
 done
 
