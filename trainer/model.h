@@ -17,7 +17,7 @@ namespace lmforge::trainer {
 
 struct ModelConfig {
   std::string from;                // HF model directory: its config.json sets every key below, its weights
-                                   // replace the random init (relative paths: to the YAML file)
+                                   // replace the random init (a relative path: from the working directory, as data paths)
   std::string arch;                // llama | gpt2 (required unless `from` is set)
   int64_t vocab_size = 258;        // the byte tokenizer's 256 bytes + bos + eos
   int64_t hidden_size = 256;
