@@ -57,9 +57,13 @@ std::vector<int64_t> tokenize(const trainer::LoadedModel& m, const std::string& 
 int run_score(const HfCommands& c) {
   trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
   std::vector<int64_t> ids = c.ids.empty() ? tokenize(m, c.text, c.model_dir) : parse_ids(c.ids, "--ids");
+  trainer::check_sequence_length(m.config, static_cast<int64_t>(ids.size()), "scoring " + std::to_string(ids.size()) + " tokens");
   trainer::TokenScores s = trainer::score_tokens(*m.model, ids);
+  nlohmann::json aligned = nlohmann::json::array({nullptr});  // [t]: log p(ids[t] | ids[:t]); none for t = 0
+  for (double lp : s.logprobs) aligned.push_back(lp);
   nlohmann::json out = {{"ids", ids},
                         {"logprobs", s.logprobs},
+                        {"token_logprobs", aligned},
                         {"nll", s.nll},
                         {"mean_nll", s.nll / static_cast<double>(s.logprobs.size())},
                         {"tokens_scored", s.logprobs.size()}};
@@ -74,16 +78,17 @@ int run_generate(const HfCommands& c) {
   trainer::SamplingConfig s = c.sampling;
   s.use_cache = !c.no_cache;
   if (!c.ignore_eos) s.stop_ids = m.config.eos_token_ids;
-  int64_t positions = static_cast<int64_t>(prompt.size()) + s.max_new_tokens;
-  if (m.config.arch == "gpt2" && positions > m.config.max_seq_len)
-    throw InputError("the prompt (" + std::to_string(prompt.size()) + " tokens) plus --max-new-tokens " +
-                     std::to_string(s.max_new_tokens) + " exceeds the model's " +
-                     std::to_string(m.config.max_seq_len) + " positions");
+  trainer::check_sequence_length(m.config, static_cast<int64_t>(prompt.size()) + s.max_new_tokens,
+                                 "the prompt (" + std::to_string(prompt.size()) + " tokens) plus --max-new-tokens " +
+                                     std::to_string(s.max_new_tokens));
   trainer::Generation g = trainer::generate(*m.model, prompt, s);
   std::string text;
   if (m.tokenizer) text = m.tokenizer->decode(std::vector<int32_t>(g.ids.begin(), g.ids.end()));
   if (c.json) {
-    nlohmann::json out = {{"prompt_ids", prompt}, {"ids", g.ids}, {"finish_reason", g.finish_reason}};
+    std::vector<int64_t> sequence = prompt;
+    sequence.insert(sequence.end(), g.ids.begin(), g.ids.end());
+    nlohmann::json out = {{"prompt_ids", prompt}, {"ids", g.ids}, {"sequence_ids", sequence},
+                          {"finish_reason", g.finish_reason}};
     if (m.tokenizer) out["text"] = text;
     std::printf("%s\n", out.dump().c_str());
   } else if (m.tokenizer) {
@@ -137,7 +142,7 @@ std::shared_ptr<HfCommands> add_hf_commands(CLI::App& app) {
   g->add_option("--top-p", c->sampling.top_p, "sample among the smallest set with this much mass")
       ->check(CLI::Range(0.0, 1.0));
   g->add_option("--seed", c->sampling.seed, "sampling seed");
-  g->add_flag("--json", c->json, "print {prompt_ids, ids, finish_reason[, text]} instead of text");
+  g->add_flag("--json", c->json, "print {prompt_ids, ids (new tokens), sequence_ids, finish_reason[, text]}");
   g->add_flag("--no-cache", c->no_cache, "recompute the whole prefix each step (no KV cache)");
   g->add_flag("--ignore-eos", c->ignore_eos, "do not stop at the end-of-sequence token");
 

@@ -9,6 +9,7 @@
 #include <optional>
 #include <nlohmann/json.hpp>
 
+#include "data/hf_tokenizer.h"
 #include "data/text_dataset.h"
 #include "data/tokenizer.h"
 #include "experiments/run_record.h"
@@ -157,7 +158,9 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   std::string backend = resolve_backend(cfg.parallel.backend, device);
 
   TrainInputs in;
-  auto tokenizer = data::make_tokenizer(cfg.tokenizer);
+  // An HF directory's own tokenizer wins over tokenizer.kind: its ids are the ones the weights know.
+  std::unique_ptr<data::Tokenizer> tokenizer = cfg.model.from.empty() ? nullptr : data::load_hf_tokenizer(cfg.model.from);
+  if (!tokenizer) tokenizer = data::make_tokenizer(cfg.tokenizer);
   in.train = data::open_text_corpus(cfg.data.train, *tokenizer, cfg.data.cache_dir, "data.train");
   check_corpus_length(in.train, cfg.train.seq_len, "data.train");
   if (!cfg.data.eval.empty()) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "data/hf_tokenizer.h"
 #include "trainer/config.h"
 #include "trainer/errors.h"
 #include "trainer/hf_model.h"
@@ -20,6 +21,19 @@ namespace {
 torch::Tensor as_batch(const std::vector<int64_t>& ids, const torch::Device& device) {  // -> (1, T)
   return torch::tensor(ids, torch::kLong).view({1, static_cast<int64_t>(ids.size())}).to(device);
 }
+
+}  // namespace
+
+void check_sequence_length(const ModelConfig& cfg, int64_t positions, const std::string& what) {
+  if (cfg.arch == "gpt2" && positions > cfg.max_seq_len)
+    throw InputError(what + " needs " + std::to_string(positions) + " positions; the model has " +
+                     std::to_string(cfg.max_seq_len) + " learned positions");
+  if (cfg.sliding_window > 0 && positions > cfg.sliding_window)
+    throw InputError(what + " needs " + std::to_string(positions) + " positions, more than the sliding window of " +
+                     std::to_string(cfg.sliding_window) + " (sliding-window attention is not implemented)");
+}
+
+namespace {
 
 void check_ids(const std::vector<int64_t>& ids, int64_t vocab, const std::string& what) {
   for (int64_t id : ids)
@@ -116,6 +130,9 @@ LoadedModel open_model_dir(const std::string& dir) {
   }
   if (!hf_dir.empty()) {
     out.model = load_hf_model(hf_dir, &out.config);
+    out.tokenizer = data::load_hf_tokenizer(hf_dir);
+    if (out.tokenizer && out.config.eos_token_ids.empty() && out.tokenizer->eos_id() >= 0)
+      out.config.eos_token_ids = {out.tokenizer->eos_id()};
     out.kind = "hf";
     return out;
   }

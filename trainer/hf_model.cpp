@@ -21,18 +21,6 @@ using json = nlohmann::json;
 
 namespace {
 
-json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw InputError(path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  try {
-    return json::parse(text.str());
-  } catch (const json::exception& e) {
-    throw InputError(path + ": not valid JSON: " + e.what());
-  }
-}
-
 // Typed access to config.json keys with errors that name the file and the key.
 class JsonConfig {
  public:
@@ -160,14 +148,10 @@ ModelConfig read_llama_family(const JsonConfig& j, const std::string& model_type
     c.qkv_bias = c.o_bias = j.boolean("attention_bias", false);
     c.mlp_bias = j.boolean("mlp_bias", false);
   }
+  // A window only changes attention for sequences longer than it, so such configs load and
+  // longer sequences are refused (generate/score, and the model's forward).
   bool windowed = model_type == "qwen2" ? j.boolean("use_sliding_window", false) : j.has("sliding_window");
-  if (windowed && j.has("sliding_window")) {
-    int64_t window = j.integer("sliding_window", std::nullopt, 0);
-    if (window < c.max_seq_len)
-      throw j.error("sliding_window", "sliding-window attention (" + std::to_string(window) +
-                                          " < max_position_embeddings " + std::to_string(c.max_seq_len) +
-                                          ") is not supported");
-  }
+  if (windowed && j.has("sliding_window")) c.sliding_window = j.integer("sliding_window");
   return c;
 }
 
@@ -260,6 +244,7 @@ std::vector<std::string> weight_files(const std::string& dir) {
 std::string family_model_type(const ModelConfig& c) {
   if (c.arch == "gpt2") return "gpt2";
   if (c.qkv_bias && !c.o_bias && !c.mlp_bias) return "qwen2";
+  if (c.sliding_window > 0 && !c.qkv_bias && !c.o_bias && !c.mlp_bias) return "mistral";
   return "llama";
 }
 
@@ -295,7 +280,7 @@ json hf_config_json(const ModelConfig& c, torch::ScalarType dtype) {
     j["scale_attn_weights"] = true;
     return j;
   }
-  j["architectures"] = {type == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
+  j["architectures"] = {type == "qwen2" ? "Qwen2ForCausalLM" : type == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM"};
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.ffn_size();
   j["num_hidden_layers"] = c.n_layers;
@@ -319,13 +304,28 @@ json hf_config_json(const ModelConfig& c, torch::ScalarType dtype) {
   if (type == "llama") {
     j["attention_bias"] = c.qkv_bias;
     j["mlp_bias"] = c.mlp_bias;
+  } else if (type == "qwen2") {
+    j["use_sliding_window"] = c.sliding_window > 0;
+    if (c.sliding_window > 0) j["sliding_window"] = c.sliding_window;
   } else {
-    j["use_sliding_window"] = false;
+    j["sliding_window"] = c.sliding_window;  // mistral is only chosen with a window
   }
   return j;
 }
 
 }  // namespace
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(path + ": cannot open");
+  std::stringstream text;
+  text << in.rdbuf();
+  try {
+    return json::parse(text.str());
+  } catch (const json::exception& e) {
+    throw InputError(path + ": not valid JSON: " + e.what());
+  }
+}
 
 ModelConfig read_hf_config(const std::string& dir) {
   std::string file = (fs::path(dir) / "config.json").string();

@@ -305,6 +305,7 @@ class LlamaForCausalLM : public CausalLMImpl {
     if (!c.tie_embeddings) lm_head = register_module("lm_head", make_linear(c.hidden_size, c.vocab_size, false));
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids) override {
+    check_window(tokens.size(1));
     auto pos = position_ids.defined() ? position_ids : default_positions(tokens);
     return head(model->forward(tokens, pos));
   }
@@ -312,6 +313,7 @@ class LlamaForCausalLM : public CausalLMImpl {
     return empty_cache(*this, cfg_.n_layers, batch, cfg_.kv_heads(), cfg_.head_dim(), capacity);
   }
   torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) override {
+    check_window(cache.length + tokens.size(1));
     auto logits = head(model->forward(tokens, positions_from(tokens, cache.length), &cache));
     cache.length += tokens.size(1);
     return logits;
@@ -320,6 +322,11 @@ class LlamaForCausalLM : public CausalLMImpl {
   torch::nn::Linear lm_head{nullptr};
 
  private:
+  void check_window(int64_t t) const {
+    TORCH_CHECK(cfg_.sliding_window <= 0 || t <= cfg_.sliding_window, "sequence of ", t,
+                " tokens is longer than the sliding window of ", cfg_.sliding_window,
+                " (sliding-window attention is not implemented)");
+  }
   torch::Tensor head(const torch::Tensor& h) {  // (B, T, C) -> (B, T, V)
     return lm_head ? lm_head(h) : F::linear(h, model->embed_tokens->weight);
   }

@@ -17,7 +17,7 @@ namespace lmforge::trainer {
 
 struct ModelConfig {
   std::string from;                // HF model directory: its config.json sets every key below, its weights
-                                   // replace the random init (relative paths: to the YAML file)
+                                   // replace the random init (a relative path: from the working directory, as data paths)
   std::string arch;                // llama | gpt2 (required unless `from` is set)
   int64_t vocab_size = 258;        // the byte tokenizer's 256 bytes + bos + eos
   int64_t hidden_size = 256;
@@ -42,6 +42,8 @@ struct ModelConfig {
   double rope_low_freq_factor = 1.0;  // llama3 only
   double rope_high_freq_factor = 4.0; // llama3 only
   int64_t rope_original_max_positions = 8192;  // llama3 only: context length before scaling
+  int64_t sliding_window = 0;                  // mistral/qwen2 window; 0: none. Not implemented: a
+                                               // sequence longer than the window is refused
   int64_t bos_token_id = -1;                   // -1: none; carried into a saved config.json
   std::vector<int64_t> eos_token_ids;          // generation stops on any of these
 

@@ -37,6 +37,8 @@ assert len(score["logprobs"]) == len(ref["score"]["logprobs"]), "length"
 assert worst < 1e-5, "logprob differs by %g" % worst
 assert abs(score["nll"] - ref["score"]["nll"]) < 1e-4, "nll"
 assert gen["ids"] == ref["greedy"]["new_ids"], (gen["ids"], ref["greedy"]["new_ids"])
+assert gen["sequence_ids"] == ref["greedy"]["prompt_ids"] + gen["ids"]
+assert score["token_logprobs"][0] is None and score["token_logprobs"][1:] == score["logprobs"]
 EOF
 done
 
@@ -72,12 +74,27 @@ python3 -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2])
 expect_exit 2 "model.hidden_size: conflicts with" "$bin" train "$root/configs/tiny.yaml" \
   --set model.from="$run/export" --set model.hidden_size=64
 
+# An HF directory with a byte-level BPE tokenizer.json takes text; generate prints text.
+cp -r "$fixtures/gpt2" "$tmp/withtok"
+python3 - "$tmp/withtok/tokenizer.json" <<'PY'
+import json, sys
+vocab = {"h": 0, "e": 1, "l": 2, "o": 3, "\u0120": 4, "w": 5, "r": 6, "d": 7, "he": 8, "ll": 9, "hell": 10,
+         "hello": 11, "\u0120w": 12, "or": 13, "\u0120wor": 14}
+merges = ["h e", "l l", "he ll", "hell o", "\u0120 w", "o r", "\u0120w or"]
+json.dump({"model": {"type": "BPE", "vocab": vocab, "merges": merges},
+           "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False}, "decoder": {"type": "ByteLevel"}},
+          open(sys.argv[1], "w"))
+PY
+out=$("$bin" score --model "$tmp/withtok" --text "hello world") || fail "score --text exited $?"
+python3 -c "import json,sys; r=json.loads(sys.argv[1]); assert r['ids']==[11,14,2,7], r" "$out" || fail "score --text ids: $out"
+"$bin" generate --model "$tmp/withtok" --prompt "hello" --max-new-tokens 4 >/dev/null || fail "generate --prompt exited $?"
+
 # Bad usage and bad input: exit 2 with the cause named.
 expect_exit 2 "--ids or --text" "$bin" score --model "$fixtures/gpt2"
 expect_exit 2 "'x' is not a token id" "$bin" score --model "$fixtures/gpt2" --ids 1,x
 expect_exit 2 "outside the vocabulary" "$bin" score --model "$fixtures/gpt2" --ids 1,999
 expect_exit 2 "no tokenizer lmforge can read" "$bin" generate --model "$fixtures/gpt2" --prompt "hi"
-expect_exit 2 "exceeds the model's 32 positions" "$bin" generate --model "$fixtures/gpt2" --prompt-ids 1 --max-new-tokens 40
+expect_exit 2 "needs 41 positions; the model has 32 learned positions" "$bin" generate --model "$fixtures/gpt2" --prompt-ids 1 --max-new-tokens 40
 expect_exit 2 "neither an HF model directory" "$bin" score --model "$tmp" --ids 1,2
 
 # Corrupt safetensors files: each a clear error naming the file, exit 2.

@@ -199,11 +199,12 @@ TEST_F(HfDirTest, BadConfigJsonNamesTheFileAndTheKey) {
       {[](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4}}; }, "rope type 'yarn' is not supported"},
       {[](json& j) { j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", -1}}; },
        "rope_parameters.rope_theta: expected a positive number"},
+      {[](json& j) { j["sliding_window"] = -3; }, "sliding_window: must be at least 1"},
       {[](json& j) {
          j["model_type"] = "mistral";
-         j["sliding_window"] = 16;
+         j["sliding_window"] = "x";
        },
-       "sliding_window: sliding-window attention (16 < max_position_embeddings 64) is not supported"},
+       "sliding_window: expected an integer"},
       {[](json& j) { j["hidden_act"] = "swish2"; }, "hidden_act: 'swish2' is not supported"},
       {[](json& j) { j = json::array(); }, "expected a JSON object"},
   };
@@ -219,6 +220,32 @@ TEST_F(HfDirTest, BadConfigJsonNamesTheFileAndTheKey) {
   EXPECT_NE(error_of([&] { read_hf_config(dir); }).find("config.json: not valid JSON"), std::string::npos);
   fs::remove(dir + "/config.json");
   EXPECT_NE(error_of([&] { read_hf_config(dir); }).find("config.json: cannot open"), std::string::npos);
+}
+
+TEST_F(HfDirTest, SlidingWindowModelsLoadAndRefuseLongerSequences) {
+  auto dir = copy_fixture("llama_gqa");
+  json j = read_config(dir);
+  j["model_type"] = "mistral";
+  j["sliding_window"] = 6;  // mistral: a window unless null
+  write_config(dir, j);
+  ModelConfig cfg;
+  auto model = load_hf_model(dir, &cfg);
+  EXPECT_EQ(cfg.sliding_window, 6);
+  auto ref = reference("llama_gqa");
+  torch::NoGradGuard no_grad;
+  auto inside = ids_tensor(ref["input_ids"]).narrow(1, 0, 6);  // within the window: plain causal attention
+  auto diff = (model->forward(inside).to(torch::kDouble) - logits_tensor(ref).narrow(1, 0, 6)).abs().max();
+  EXPECT_LT(diff.item<double>(), kLogitTol);
+  EXPECT_THROW(model->forward(ids_tensor(ref["input_ids"])), c10::Error);
+  auto err = error_of([&] { check_sequence_length(cfg, 8, "scoring 8 tokens"); });
+  EXPECT_NE(err.find("scoring 8 tokens needs 8 positions, more than the sliding window of 6"), std::string::npos) << err;
+  save_hf_model(*model, cfg, (dir_ / "saved").string());
+  EXPECT_EQ(read_config((dir_ / "saved").string())["model_type"], "mistral") << "the window survives a save";
+  EXPECT_EQ(read_hf_config((dir_ / "saved").string()).sliding_window, 6);
+  j["model_type"] = "qwen2";
+  j["use_sliding_window"] = false;  // qwen2: the window is off unless use_sliding_window
+  write_config(dir, j);
+  EXPECT_EQ(read_hf_config(dir).sliding_window, 0);
 }
 
 TEST_F(HfDirTest, MissingExtraAndMisshapedTensorsAreListedInOneError) {

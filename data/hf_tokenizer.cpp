@@ -1,0 +1,432 @@
+// data/hf_tokenizer.cpp -- BPE from tokenizer.json: byte-level (pre-tokenizer regex via PCRE2,
+// GPT-2's byte<->unicode table) or SentencePiece-style (U+2581 spaces, byte fallback), with
+// rank-ordered merges, added/special tokens and TemplateProcessing.
+// No normalizers and no SentencePiece: Debian's libsentencepiece loads a second protobuf that
+// crashes beside LibTorch's at start-up, so tokenizer.model is refused with that reason.
+#include "data/hf_tokenizer.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <array>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "trainer/digest.h"
+#include "trainer/errors.h"
+#include "trainer/hf_model.h"
+
+namespace lmforge::data {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// U+2581 LOWER ONE EIGHTH BLOCK: SentencePiece's visible space.
+const char* kSpace = "\xe2\x96\x81";
+
+// GPT-2's pre-tokenizer: contractions, letters, numbers, other symbols, whitespace runs.
+const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+std::string utf8_of(uint32_t cp) {
+  std::string s;
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    s += static_cast<char>(0xE0 | (cp >> 12));
+    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+// Splits a UTF-8 string into its characters (invalid bytes become one-byte pieces).
+std::vector<std::string> utf8_chars(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
+    if (i + len > s.size()) len = 1;
+    out.push_back(s.substr(i, len));
+    i += len;
+  }
+  return out;
+}
+
+// GPT-2's reversible byte -> printable unicode table: printable Latin-1 bytes map to themselves,
+// the other 68 bytes to U+0100 onwards, so no token contains whitespace or control characters.
+std::array<std::string, 256> byte_to_unicode() {
+  std::array<std::string, 256> table;
+  uint32_t next = 256;
+  for (uint32_t b = 0; b < 256; ++b) {
+    bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    table[b] = utf8_of(printable ? b : next++);
+  }
+  return table;
+}
+
+// The steps of a normalizer/pre-tokenizer: a {"type": "Sequence", list_key: [...]} or one step.
+std::vector<json> sequence_parts(const json& node, const char* list_key) {
+  std::vector<json> parts;
+  if (node.is_object() && node.value("type", "") == "Sequence" && node.contains(list_key) && node[list_key].is_array())
+    parts.assign(node[list_key].begin(), node[list_key].end());
+  else if (node.is_object())
+    parts.push_back(node);
+  return parts;
+}
+
+std::string token_content(const json& v) {  // "<s>" or {"content": "<s>", ...}
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  return "";
+}
+
+class BpeTokenizer : public Tokenizer {
+ public:
+  BpeTokenizer(const json& j, const json& config, const std::string& path, std::string fingerprint)
+      : path_(path), fingerprint_(std::move(fingerprint)), bytes_(byte_to_unicode()) {
+    for (int b = 0; b < 256; ++b) unicode_to_byte_[bytes_[b]] = static_cast<unsigned char>(b);
+    const json& model = j["model"];
+    if (!model.contains("vocab") || !model["vocab"].is_object()) fail("model.vocab is not an object");
+    for (const auto& [token, id] : model["vocab"].items()) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0) fail("model.vocab['" + token + "'] is not an id");
+      add_token(token, id.get<int32_t>());
+    }
+    if (model.contains("merges") && model["merges"].is_array()) {
+      int rank = 0;
+      for (const auto& m : model["merges"]) {
+        std::string a, b;
+        if (m.is_string()) {  // "a b" (older files)
+          auto text = m.get<std::string>();
+          auto space = text.find(' ');
+          if (space == std::string::npos) fail("merge '" + text + "' is not 'a b'");
+          a = text.substr(0, space);
+          b = text.substr(space + 1);
+        } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {  // ["a", "b"]
+          a = m[0].get<std::string>();
+          b = m[1].get<std::string>();
+        } else {
+          fail("a merge is neither 'a b' nor [a, b]");
+        }
+        ranks_.emplace(a + '\0' + b, rank++);
+      }
+    }
+    if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+      for (const auto& t : j["added_tokens"]) {
+        if (!t.contains("id") || !t["id"].is_number_integer() || !t.contains("content") || !t["content"].is_string())
+          fail("added_tokens entries need an id and a content");
+        std::string content = t["content"].get<std::string>();
+        add_token(content, t["id"].get<int32_t>());
+        added_.emplace_back(content, t["id"].get<int32_t>());
+        if (t.value("special", false)) special_.insert({t["id"].get<int32_t>(), true});
+      }
+      std::sort(added_.begin(), added_.end(), [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
+    }
+    byte_fallback_ = model.value("byte_fallback", false);
+    if (model.contains("unk_token") && model["unk_token"].is_string() && ids_.count(model["unk_token"].get<std::string>()))
+      unk_ = ids_.at(model["unk_token"].get<std::string>());
+    read_normalizer(j.contains("normalizer") ? j["normalizer"] : json());
+    read_pre_tokenizer(j.contains("pre_tokenizer") ? j["pre_tokenizer"] : json());
+    if (!byte_level_ && !metaspace_)
+      fail("neither a byte-level BPE (ByteLevel pre-tokenizer) nor a SentencePiece-style one (spaces as U+2581)");
+    read_post_processor(j.contains("post_processor") ? j["post_processor"] : json());
+    bos_ = id_of_special(config, "bos_token");
+    eos_ = id_of_special(config, "eos_token");
+  }
+  ~BpeTokenizer() override {
+    if (regex_) pcre2_code_free(regex_);
+  }
+
+  std::vector<int32_t> encode(const std::string& text) const override {
+    std::vector<int32_t> ids(prefix_);
+    size_t start = 0;
+    for (size_t i = 0; i <= text.size();) {  // added tokens split the text before the regex runs
+      const std::pair<std::string, int32_t>* hit = nullptr;
+      for (const auto& a : added_)
+        if (i < text.size() && !a.first.empty() && text.compare(i, a.first.size(), a.first) == 0) {
+          hit = &a;
+          break;
+        }
+      if (hit || i == text.size()) {
+        encode_plain(text.substr(start, i - start), ids, /*first=*/start == 0);
+        if (!hit) break;
+        ids.push_back(hit->second);
+        i += hit->first.size();
+        start = i;
+      } else {
+        ++i;
+      }
+    }
+    ids.insert(ids.end(), suffix_.begin(), suffix_.end());
+    return ids;
+  }
+
+  std::string decode(const std::vector<int32_t>& ids) const override {
+    std::string out;
+    for (int32_t id : ids) {
+      if (id < 0 || id >= static_cast<int32_t>(tokens_.size()) || special_.count(id)) continue;
+      const std::string& token = tokens_[id];
+      if (std::find_if(added_.begin(), added_.end(), [&](const auto& a) { return a.second == id; }) != added_.end()) {
+        out += token;
+        continue;
+      }
+      if (!byte_level_) {
+        unsigned byte = 0;
+        if (token.size() == 6 && std::sscanf(token.c_str(), "<0x%2X>", &byte) == 1) {
+          out += static_cast<char>(byte);
+        } else {
+          for (const auto& ch : utf8_chars(token)) out += ch == kSpace ? std::string(" ") : ch;
+        }
+        continue;
+      }
+      for (const auto& ch : utf8_chars(token)) {
+        auto it = unicode_to_byte_.find(ch);
+        out += it != unicode_to_byte_.end() ? std::string(1, static_cast<char>(it->second)) : ch;
+      }
+    }
+    if (!byte_level_ && prepend_space_ && !out.empty() && out[0] == ' ') out.erase(0, 1);  // the Strip decoder
+    return out;
+  }
+
+  int64_t vocab_size() const override { return static_cast<int64_t>(tokens_.size()); }
+  int32_t bos_id() const override { return bos_; }
+  int32_t eos_id() const override { return eos_; }
+  std::string fingerprint() const override { return fingerprint_; }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const { throw InputError(path_ + ": " + what); }
+
+  void add_token(const std::string& token, int32_t id) {
+    if (static_cast<size_t>(id) >= tokens_.size()) tokens_.resize(static_cast<size_t>(id) + 1);
+    tokens_[id] = token;
+    ids_[token] = id;
+  }
+
+  int32_t id_of_special(const json& config, const std::string& key) const {
+    if (!config.is_object() || !config.contains(key)) return -1;
+    auto it = ids_.find(token_content(config[key]));
+    return it == ids_.end() ? -1 : it->second;
+  }
+
+  // SentencePiece-style files (Llama 2, Mistral) spell spaces as U+2581 in the normalizer:
+  // Prepend("\u2581") then Replace(" " -> "\u2581").
+  void read_normalizer(const json& n) {
+    for (const auto& part : sequence_parts(n, "normalizers")) {
+      std::string type = part.value("type", "");
+      if (type == "Prepend" && part.value("prepend", "") == kSpace) {
+        prepend_space_ = true;
+      } else if (type == "Replace" && part.value("content", "") == kSpace) {
+        metaspace_ = true;
+      } else if (!type.empty() && type != "NFC" && type != "NFKC") {
+        fail("normalizer '" + type + "' is not supported");
+      }
+    }
+  }
+
+  // ByteLevel alone (GPT-2 regex), a Sequence of Split(regex) + ByteLevel(use_regex false), or
+  // Metaspace (the older spelling of SentencePiece-style spaces).
+  void read_pre_tokenizer(const json& p) {
+    std::string pattern;
+    for (const auto& part : sequence_parts(p, "pretokenizers")) {
+      std::string type = part.value("type", "");
+      if (type == "Metaspace") {
+        metaspace_ = true;
+        prepend_space_ = part.value("add_prefix_space", true) && part.value("prepend_scheme", "always") != "never";
+        prepend_first_only_ = part.value("prepend_scheme", "always") == "first";
+      } else if (type == "ByteLevel") {
+        byte_level_ = true;
+        add_prefix_space_ = part.value("add_prefix_space", false);
+        if (part.value("use_regex", true) && pattern.empty()) pattern = kGpt2Pattern;
+      } else if (type == "Split" && part.contains("pattern") && part["pattern"].is_object()) {
+        const json& pat = part["pattern"];
+        if (pat.contains("Regex") && pat["Regex"].is_string()) pattern = pat["Regex"].get<std::string>();
+      } else if (type != "Digits" && type != "Punctuation") {
+        fail("pre_tokenizer part '" + type + "' is not supported");
+      }
+    }
+    if (pattern.empty()) return;
+    int code = 0;
+    PCRE2_SIZE offset = 0;
+    regex_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
+                           &code, &offset, nullptr);
+    if (!regex_) fail("pre-tokenizer regex does not compile at offset " + std::to_string(offset));
+  }
+
+  // TemplateProcessing's "single" template: special ids before and after the sequence.
+  void read_post_processor(const json& p) {
+    if (!p.is_object()) return;
+    if (p.value("type", "") == "Sequence" && p.contains("processors")) {
+      for (const auto& part : p["processors"]) read_post_processor(part);
+      return;
+    }
+    if (p.value("type", "") != "TemplateProcessing" || !p.contains("single")) return;
+    bool after = false;
+    for (const auto& item : p["single"]) {
+      if (!item.is_object()) continue;
+      if (item.contains("Sequence")) {
+        after = true;
+        continue;
+      }
+      if (!item.contains("SpecialToken")) continue;
+      std::string name = item["SpecialToken"].value("id", "");
+      std::vector<int32_t> special_ids;
+      if (p.contains("special_tokens") && p["special_tokens"].contains(name)) {
+        for (const auto& id : p["special_tokens"][name].value("ids", json::array()))
+          if (id.is_number_integer()) special_ids.push_back(id.get<int32_t>());
+      }
+      else if (ids_.count(name))
+        special_ids.push_back(ids_.at(name));
+      auto& target = after ? suffix_ : prefix_;
+      target.insert(target.end(), special_ids.begin(), special_ids.end());
+    }
+  }
+
+  // One stretch of text between added tokens; first: it starts the text.
+  void encode_plain(std::string text, std::vector<int32_t>& ids, bool first) const {
+    if (text.empty()) return;
+    if (!byte_level_) return encode_metaspace(text, ids, first);
+    if (add_prefix_space_ && text[0] != ' ') text = " " + text;
+    std::vector<std::string> pieces;
+    if (!regex_) {
+      pieces.push_back(text);
+    } else {
+      pcre2_match_data* match = pcre2_match_data_create_from_pattern(regex_, nullptr);
+      size_t start = 0, emitted = 0;
+      while (start < text.size()) {
+        int rc = pcre2_match(regex_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start, 0, match, nullptr);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) {
+          pcre2_match_data_free(match);
+          throw InputError("text to tokenize is not valid UTF-8 (" + path_ + ")");
+        }
+        PCRE2_SIZE* ov = pcre2_get_ovector_pointer(match);
+        if (ov[0] > emitted) pieces.push_back(text.substr(emitted, ov[0] - emitted));  // a gap: its own piece
+        if (ov[1] > ov[0]) pieces.push_back(text.substr(ov[0], ov[1] - ov[0]));
+        emitted = std::max<size_t>(emitted, ov[1]);
+        start = ov[1] > ov[0] ? ov[1] : start + utf8_chars(text.substr(start, 4))[0].size();
+      }
+      pcre2_match_data_free(match);
+      if (emitted < text.size()) pieces.push_back(text.substr(emitted));
+    }
+    for (const auto& piece : pieces) {
+      std::vector<std::string> symbols;
+      for (unsigned char c : piece) symbols.push_back(bytes_[c]);
+      merge(symbols);
+      for (const auto& s : symbols) {
+        auto it = ids_.find(s);
+        if (it == ids_.end()) throw InputError(path_ + ": token '" + s + "' is not in the vocabulary");
+        ids.push_back(it->second);
+      }
+    }
+  }
+
+  // SentencePiece-style: spaces become U+2581, words start at a U+2581 that follows another
+  // character, BPE runs per word over UTF-8 characters, unknown characters fall back to <0xXX>
+  // byte tokens (or unk). NOTE: splitting into words first is lmforge's choice for speed; merges
+  // across a word start (only runs of U+2581) are the one place it can differ from HF.
+  void encode_metaspace(const std::string& text, std::vector<int32_t>& ids, bool first) const {
+    std::string normalized = prepend_space_ && (first || !prepend_first_only_) ? kSpace : "";
+    for (char c : text) normalized += c == ' ' ? std::string(kSpace) : std::string(1, c);
+    std::vector<std::string> chars = utf8_chars(normalized);
+    std::vector<std::string> word;
+    auto flush = [&] {
+      merge(word);
+      for (const auto& s : word) {
+        auto it = ids_.find(s);
+        if (it != ids_.end()) {
+          ids.push_back(it->second);
+        } else if (byte_fallback_) {
+          for (unsigned char c : s) {
+            char name[8];
+            std::snprintf(name, sizeof name, "<0x%02X>", c);
+            auto byte = ids_.find(name);
+            if (byte == ids_.end()) fail(std::string("byte token ") + name + " is not in the vocabulary");
+            ids.push_back(byte->second);
+          }
+        } else if (unk_ >= 0) {
+          ids.push_back(unk_);
+        } else {
+          fail("token '" + s + "' is not in the vocabulary and there is no unk_token");
+        }
+      }
+      word.clear();
+    };
+    for (size_t i = 0; i < chars.size(); ++i) {
+      if (chars[i] == kSpace && i > 0 && chars[i - 1] != kSpace) flush();
+      word.push_back(chars[i]);
+    }
+    flush();
+  }
+
+  // Applies merges lowest rank first until no adjacent pair has one. symbols: in/out.
+  void merge(std::vector<std::string>& symbols) const {
+    while (symbols.size() > 1) {
+      int best = -1;
+      for (size_t i = 0; i + 1 < symbols.size(); ++i) {
+        auto it = ranks_.find(symbols[i] + '\0' + symbols[i + 1]);
+        if (it != ranks_.end() && (best < 0 || it->second < best)) best = it->second;
+      }
+      if (best < 0) return;
+      std::vector<std::string> next;
+      for (size_t i = 0; i < symbols.size(); ++i) {
+        if (i + 1 < symbols.size()) {
+          auto it = ranks_.find(symbols[i] + '\0' + symbols[i + 1]);
+          if (it != ranks_.end() && it->second == best) {
+            next.push_back(symbols[i] + symbols[i + 1]);
+            ++i;
+            continue;
+          }
+        }
+        next.push_back(symbols[i]);
+      }
+      symbols.swap(next);
+    }
+  }
+
+  std::string path_, fingerprint_;
+  std::array<std::string, 256> bytes_;
+  std::unordered_map<std::string, unsigned char> unicode_to_byte_;
+  std::vector<std::string> tokens_;                  // [id] -> token
+  std::unordered_map<std::string, int32_t> ids_;     // token -> id
+  std::unordered_map<std::string, int> ranks_;       // "a\0b" -> merge rank
+  std::vector<std::pair<std::string, int32_t>> added_;  // longest first
+  std::map<int32_t, bool> special_;
+  std::vector<int32_t> prefix_, suffix_;
+  pcre2_code* regex_ = nullptr;
+  bool add_prefix_space_ = false;  // byte level: a space before text that lacks one
+  bool byte_level_ = false, metaspace_ = false;
+  bool prepend_space_ = false;     // metaspace: U+2581 before the text (removed again on decode)
+  bool prepend_first_only_ = false;  // Metaspace prepend_scheme "first": not after an added token
+  bool byte_fallback_ = false;     // metaspace: unknown characters as <0xXX> byte tokens
+  int32_t unk_ = -1;
+  int32_t bos_ = -1, eos_ = -1;
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
+  fs::path json_path = fs::path(dir) / "tokenizer.json", sp_path = fs::path(dir) / "tokenizer.model";
+  fs::path config_path = fs::path(dir) / "tokenizer_config.json";
+  json config = fs::exists(config_path) ? trainer::read_json_file(config_path.string()) : json();
+  if (fs::exists(json_path)) {
+    json j = trainer::read_json_file(json_path.string());
+    if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
+      throw InputError(json_path.string() + ": no \"model\" object");
+    std::string type = j["model"].value("type", "BPE");
+    if (type == "BPE")
+      return std::make_unique<BpeTokenizer>(j, config, json_path.string(),
+                                            "hf-bpe-" + sha256_file(json_path.string()).substr(0, 16));
+    throw InputError(json_path.string() + ": a " + type + " tokenizer is not supported (BPE is)");
+  }
+  if (fs::exists(sp_path))
+    throw InputError(sp_path.string() + ": SentencePiece models are not supported; pass token ids instead");
+  return nullptr;
+}
+
+}  // namespace lmforge::data
