@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <stdexcept>
 
@@ -26,12 +27,17 @@ class SelfComm : public Comm {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string backend() const override { return "self"; }
-  void allreduce(torch::Tensor&, ReduceOp) override {}
   std::unique_ptr<Work> allreduce_async(torch::Tensor&, ReduceOp) override { return std::make_unique<SelfWork>(); }
-  void broadcast(torch::Tensor&, int) override {}
-  torch::Tensor allgather(const torch::Tensor& t) override { return t.clone(); }
-  torch::Tensor reduce_scatter(const torch::Tensor& t, ReduceOp) override { return t.clone(); }
-  void barrier() override {}
+  std::unique_ptr<Work> broadcast_async(torch::Tensor&, int) override { return std::make_unique<SelfWork>(); }
+  std::unique_ptr<Work> allgather_async(const torch::Tensor& t, torch::Tensor& out) override {
+    out = t.dim() == 0 ? t.reshape({1}).clone() : t.clone();
+    return std::make_unique<SelfWork>();
+  }
+  std::unique_ptr<Work> reduce_scatter_async(const torch::Tensor& t, torch::Tensor& out, ReduceOp) override {
+    out = t.clone();
+    return std::make_unique<SelfWork>();
+  }
+  std::unique_ptr<Work> barrier_async() override { return std::make_unique<SelfWork>(); }
   std::unique_ptr<Comm> split(int, int) override { return std::make_unique<SelfComm>(); }
 };
 
@@ -92,28 +98,28 @@ void wait_or_abort(MPI_Request& req, double timeout_s, const char* what) {
   }
 }
 
+// A posted MPI request; wait() polls it against the timeout, then runs `finish` (averaging,
+// copying a staging buffer back) once. Destroyed unwaited, it still waits: MPI must never be
+// left writing into freed memory.
 class MpiWork : public Work {
  public:
-  MpiWork(MPI_Request req, torch::Tensor target, torch::Tensor staging, ReduceOp op, int size, double timeout_s)
-      : req_(req), target_(std::move(target)), staging_(std::move(staging)), op_(op), size_(size),
-        timeout_s_(timeout_s) {}
+  MpiWork(MPI_Request req, double timeout_s, const char* what, std::function<void()> finish)
+      : req_(req), timeout_s_(timeout_s), what_(what), finish_(std::move(finish)) {}
   void wait() override {
     if (done_) return;
-    wait_or_abort(req_, timeout_s_, "Iallreduce");
-    if (op_ == ReduceOp::avg) staging_.div_(size_);
-    if (!staging_.is_same(target_)) target_.copy_(staging_);
+    wait_or_abort(req_, timeout_s_, what_);
     done_ = true;
+    if (finish_) finish_();
   }
   ~MpiWork() override {
-    if (!done_) MPI_Wait(&req_, MPI_STATUS_IGNORE);  // never leave MPI writing into freed memory
+    if (!done_) MPI_Wait(&req_, MPI_STATUS_IGNORE);
   }
 
  private:
   MPI_Request req_;
-  torch::Tensor target_, staging_;
-  ReduceOp op_;
-  int size_;
   double timeout_s_;
+  const char* what_;
+  std::function<void()> finish_;
   bool done_ = false;
 };
 
@@ -132,8 +138,6 @@ class MpiComm : public Comm {
   int size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
 
-  void allreduce(torch::Tensor& t, ReduceOp op) override { allreduce_async(t, op)->wait(); }
-
   std::unique_ptr<Work> allreduce_async(torch::Tensor& t, ReduceOp op) override {
     check_cpu_contiguous(t);
     torch::Tensor staging = needs_fp32(t) ? t.to(torch::kFloat) : t;
@@ -141,38 +145,44 @@ class MpiComm : public Comm {
     check_mpi(MPI_Iallreduce(MPI_IN_PLACE, staging.data_ptr(), static_cast<int>(staging.numel()),
                              mpi_type(staging.scalar_type()), mpi_op(op), comm_, &req),
               "Iallreduce");
-    return std::make_unique<MpiWork>(req, t, staging, op, size_, timeout_s_);
+    return std::make_unique<MpiWork>(req, timeout_s_, "Iallreduce", [t, staging, op, n = size_]() mutable {
+      if (op == ReduceOp::avg) staging.div_(n);
+      if (!staging.is_same(t)) t.copy_(staging);
+    });
   }
 
-  void broadcast(torch::Tensor& t, int root) override {
+  std::unique_ptr<Work> broadcast_async(torch::Tensor& t, int root) override {
     check_cpu_contiguous(t);
     torch::Tensor staging = needs_fp32(t) ? t.to(torch::kFloat) : t;
     MPI_Request req;
     check_mpi(MPI_Ibcast(staging.data_ptr(), static_cast<int>(staging.numel()), mpi_type(staging.scalar_type()), root,
                          comm_, &req),
               "Ibcast");
-    wait_or_abort(req, timeout_s_, "Ibcast");
-    if (!staging.is_same(t)) t.copy_(staging);
+    return std::make_unique<MpiWork>(req, timeout_s_, "Ibcast", [t, staging]() mutable {
+      if (!staging.is_same(t)) t.copy_(staging);
+    });
   }
 
-  torch::Tensor allgather(const torch::Tensor& t) override {
+  std::unique_ptr<Work> allgather_async(const torch::Tensor& t, torch::Tensor& out) override {
     auto in = t.contiguous();
     check_cpu_contiguous(in);
     auto staging = needs_fp32(in) ? in.to(torch::kFloat) : in;
     auto sizes = staging.sizes().vec();
     if (sizes.empty()) sizes.push_back(1);
     sizes[0] *= size_;
-    auto out = torch::empty(sizes, staging.options());
+    out = torch::empty(sizes, t.options());
+    auto gathered = needs_fp32(in) ? torch::empty(sizes, staging.options()) : out;
     MPI_Request req;
     check_mpi(MPI_Iallgather(staging.data_ptr(), static_cast<int>(staging.numel()), mpi_type(staging.scalar_type()),
-                             out.data_ptr(), static_cast<int>(staging.numel()), mpi_type(staging.scalar_type()), comm_,
-                             &req),
+                             gathered.data_ptr(), static_cast<int>(staging.numel()), mpi_type(staging.scalar_type()),
+                             comm_, &req),
               "Iallgather");
-    wait_or_abort(req, timeout_s_, "Iallgather");
-    return out.to(t.scalar_type());
+    return std::make_unique<MpiWork>(req, timeout_s_, "Iallgather", [staging, gathered, out]() mutable {
+      if (!gathered.is_same(out)) out.copy_(gathered);
+    });
   }
 
-  torch::Tensor reduce_scatter(const torch::Tensor& t, ReduceOp op) override {
+  std::unique_ptr<Work> reduce_scatter_async(const torch::Tensor& t, torch::Tensor& out, ReduceOp op) override {
     auto in = t.contiguous();
     check_cpu_contiguous(in);
     TORCH_CHECK(in.dim() >= 1 && in.size(0) % size_ == 0, "reduce_scatter: first dimension ", in.size(0),
@@ -180,20 +190,23 @@ class MpiComm : public Comm {
     auto staging = needs_fp32(in) ? in.to(torch::kFloat) : in;
     auto sizes = staging.sizes().vec();
     sizes[0] /= size_;
-    auto out = torch::empty(sizes, staging.options());
+    out = torch::empty(sizes, t.options());
+    auto reduced = needs_fp32(in) ? torch::empty(sizes, staging.options()) : out;
     MPI_Request req;
-    check_mpi(MPI_Ireduce_scatter_block(staging.data_ptr(), out.data_ptr(), static_cast<int>(out.numel()),
+    check_mpi(MPI_Ireduce_scatter_block(staging.data_ptr(), reduced.data_ptr(), static_cast<int>(reduced.numel()),
                                         mpi_type(staging.scalar_type()), mpi_op(op), comm_, &req),
               "Ireduce_scatter_block");
-    wait_or_abort(req, timeout_s_, "Ireduce_scatter_block");
-    if (op == ReduceOp::avg) out.div_(size_);
-    return out.to(t.scalar_type());
+    return std::make_unique<MpiWork>(req, timeout_s_, "Ireduce_scatter_block",
+                                     [staging, reduced, out, op, n = size_]() mutable {
+                                       if (op == ReduceOp::avg) reduced.div_(n);
+                                       if (!reduced.is_same(out)) out.copy_(reduced);
+                                     });
   }
 
-  void barrier() override {
+  std::unique_ptr<Work> barrier_async() override {
     MPI_Request req;
     check_mpi(MPI_Ibarrier(comm_, &req), "Ibarrier");
-    wait_or_abort(req, timeout_s_, "Ibarrier");
+    return std::make_unique<MpiWork>(req, timeout_s_, "Ibarrier", nullptr);
   }
   void set_timeout(double seconds) override { timeout_s_ = seconds; }
 
@@ -243,6 +256,22 @@ std::unique_ptr<Comm> make_nccl_comm(Comm&, int, double) {
                            "found when it was configured)");
 }
 #endif
+
+void Comm::allreduce(torch::Tensor& t, ReduceOp op) { allreduce_async(t, op)->wait(); }
+void Comm::broadcast(torch::Tensor& t, int root) { broadcast_async(t, root)->wait(); }
+void Comm::barrier() { barrier_async()->wait(); }
+
+torch::Tensor Comm::allgather(const torch::Tensor& t) {
+  torch::Tensor out;
+  allgather_async(t, out)->wait();
+  return out;
+}
+
+torch::Tensor Comm::reduce_scatter(const torch::Tensor& t, ReduceOp op) {
+  torch::Tensor out;
+  reduce_scatter_async(t, out, op)->wait();
+  return out;
+}
 
 std::string broadcast_string(Comm& comm, const std::string& value, int root) {
   auto length = torch::tensor({static_cast<int64_t>(value.size())}, torch::kLong);

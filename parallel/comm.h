@@ -25,12 +25,20 @@ class Comm {
   virtual int size() const = 0;
   virtual std::string backend() const = 0;
 
-  virtual void allreduce(torch::Tensor& t, ReduceOp op) = 0;  // in place, contiguous t
+  // Blocking collectives: each is its non-blocking variant followed by wait().
+  void allreduce(torch::Tensor& t, ReduceOp op);  // in place, contiguous t
+  void broadcast(torch::Tensor& t, int root);     // in place
+  torch::Tensor allgather(const torch::Tensor& t);  // (N, ...) -> (size * N, ...)
+  torch::Tensor reduce_scatter(const torch::Tensor& t, ReduceOp op);  // (size * N, ...) -> (N, ...)
+  void barrier();
+
+  // Non-blocking variants: the collective is posted; its result is in `t` (or `out`, allocated
+  // by the call) once the handle's wait() returns. Handles may be waited on in any order.
   virtual std::unique_ptr<Work> allreduce_async(torch::Tensor& t, ReduceOp op) = 0;
-  virtual void broadcast(torch::Tensor& t, int root) = 0;       // in place
-  virtual torch::Tensor allgather(const torch::Tensor& t) = 0;  // (N, ...) -> (size * N, ...)
-  virtual torch::Tensor reduce_scatter(const torch::Tensor& t, ReduceOp op) = 0;  // (size * N, ...) -> (N, ...)
-  virtual void barrier() = 0;
+  virtual std::unique_ptr<Work> broadcast_async(torch::Tensor& t, int root) = 0;
+  virtual std::unique_ptr<Work> allgather_async(const torch::Tensor& t, torch::Tensor& out) = 0;
+  virtual std::unique_ptr<Work> reduce_scatter_async(const torch::Tensor& t, torch::Tensor& out, ReduceOp op) = 0;
+  virtual std::unique_ptr<Work> barrier_async() = 0;
   // Ranks with the same color form a new communicator, ordered by key.
   virtual std::unique_ptr<Comm> split(int color, int key) = 0;
   // A collective that has not completed after this long aborts the whole job with a message

@@ -189,8 +189,6 @@ class NcclComm : public Comm {
   int size() const override { return size_; }
   std::string backend() const override { return "nccl"; }
 
-  void allreduce(torch::Tensor& t, ReduceOp op) override { allreduce_async(t, op)->wait(); }
-
   std::unique_ptr<Work> allreduce_async(torch::Tensor& t, ReduceOp op) override {
     check_cuda_contiguous(t);
     state_->begin();
@@ -200,50 +198,48 @@ class NcclComm : public Comm {
     return std::make_unique<NcclWork>(state_->end("AllReduce"), std::vector<torch::Tensor>{t});
   }
 
-  void broadcast(torch::Tensor& t, int root) override {
+  std::unique_ptr<Work> broadcast_async(torch::Tensor& t, int root) override {
     check_cuda_contiguous(t);
     state_->begin();
     check_nccl(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.scalar_type()),
                              root, state_->comm(), state_->stream()),
                "Broadcast");
-    NcclWork(state_->end("Broadcast"), {t}).wait();
+    return std::make_unique<NcclWork>(state_->end("Broadcast"), std::vector<torch::Tensor>{t});
   }
 
-  torch::Tensor allgather(const torch::Tensor& t) override {
+  std::unique_ptr<Work> allgather_async(const torch::Tensor& t, torch::Tensor& out) override {
     auto in = t.contiguous();
     check_cuda_contiguous(in);
     auto sizes = in.sizes().vec();
     if (sizes.empty()) sizes.push_back(1);
     sizes[0] *= size_;
-    auto out = torch::empty(sizes, in.options());
+    out = torch::empty(sizes, in.options());
     state_->begin();
     check_nccl(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
                              nccl_type(in.scalar_type()), state_->comm(), state_->stream()),
                "AllGather");
-    NcclWork(state_->end("AllGather"), {in, out}).wait();
-    return out;
+    return std::make_unique<NcclWork>(state_->end("AllGather"), std::vector<torch::Tensor>{in, out});
   }
 
-  torch::Tensor reduce_scatter(const torch::Tensor& t, ReduceOp op) override {
+  std::unique_ptr<Work> reduce_scatter_async(const torch::Tensor& t, torch::Tensor& out, ReduceOp op) override {
     auto in = t.contiguous();
     check_cuda_contiguous(in);
     TORCH_CHECK(in.dim() >= 1 && in.size(0) % size_ == 0, "reduce_scatter: first dimension ", in.size(0),
                 " is not divisible by ", size_, " ranks");
     auto sizes = in.sizes().vec();
     sizes[0] /= size_;
-    auto out = torch::empty(sizes, in.options());
+    out = torch::empty(sizes, in.options());
     state_->begin();
     check_nccl(ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
                                  nccl_type(in.scalar_type()), nccl_op(op), state_->comm(), state_->stream()),
                "ReduceScatter");
-    NcclWork(state_->end("ReduceScatter"), {in, out}).wait();
-    return out;
+    return std::make_unique<NcclWork>(state_->end("ReduceScatter"), std::vector<torch::Tensor>{in, out});
   }
 
-  void barrier() override {
+  // NCCL has no barrier: a one-element allreduce that every rank must join.
+  std::unique_ptr<Work> barrier_async() override {
     auto token = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat).device(torch::kCUDA, device()));
-    allreduce(token, ReduceOp::sum);
-    check_cuda(cudaStreamSynchronize(state_->stream()), "StreamSynchronize");
+    return allreduce_async(token, ReduceOp::sum);
   }
 
   void set_timeout(double seconds) override { state_->set_timeout(seconds); }

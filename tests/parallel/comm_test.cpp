@@ -82,3 +82,33 @@ TEST(Comm, SplitMakesIndependentSubgroups) {
   sub->barrier();
   world().barrier();
 }
+
+namespace {
+
+TEST(Comm, EveryCollectiveHasANonBlockingVariantWaitedInAnyOrder) {
+  const int r = world().rank(), n = world().size();
+  auto b = torch::full({3}, static_cast<float>(r + 5));
+  auto s = torch::full({2}, static_cast<double>(r));
+  torch::Tensor gathered, scattered;
+  // Posted together, waited in reverse order; bf16 travels through an fp32 staging buffer.
+  auto wb = world().broadcast_async(b, n - 1);
+  auto wg = world().allgather_async(torch::full({2}, static_cast<float>(r)).to(torch::kBFloat16), gathered);
+  auto wr = world().reduce_scatter_async(torch::arange(2 * n, torch::kFloat), scattered, ReduceOp::avg);
+  auto ws = world().allreduce_async(s, ReduceOp::max);
+  auto wbar = world().barrier_async();
+  wbar->wait();
+  ws->wait();
+  wr->wait();
+  wg->wait();
+  wb->wait();
+  EXPECT_FLOAT_EQ(b[0].item<float>(), static_cast<float>(n - 1 + 5));
+  ASSERT_EQ(gathered.scalar_type(), torch::kBFloat16);
+  ASSERT_EQ(gathered.numel(), 2 * n);
+  for (int i = 0; i < n; ++i) EXPECT_FLOAT_EQ(gathered[2 * i + 1].item<float>(), static_cast<float>(i));
+  // Every rank holds arange(2n): the average of block r is the block itself.
+  EXPECT_FLOAT_EQ(scattered[0].item<float>(), static_cast<float>(2 * r));
+  EXPECT_FLOAT_EQ(scattered[1].item<float>(), static_cast<float>(2 * r + 1));
+  EXPECT_DOUBLE_EQ(s[1].item<double>(), static_cast<double>(n - 1));
+}
+
+}  // namespace
