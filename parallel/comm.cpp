@@ -93,8 +93,10 @@ void wait_or_abort(MPI_Request& req, double timeout_s, const char* what) {
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    // Spin briefly for latency, then back off so waiting ranks leave the cores to working ones.
-    if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    // MPI progresses a large collective only inside MPI_Test, so keep polling; past a short spin,
+    // yield so that oversubscribed ranks still leave the cores to working ones. (Sleeping 50 us
+    // between polls measured 0.07x the bus bandwidth of a blocking MPI_Allreduce at 2 ranks.)
+    if (polls > 1000) std::this_thread::yield();
   }
 }
 
