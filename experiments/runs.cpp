@@ -138,6 +138,50 @@ std::string show_run(const std::string& run_dir) {
   return out.str();
 }
 
+void write_model_card(const std::string& run_dir, const std::string& export_dir) {
+  json meta = read_meta(run_dir);
+  FinalMetrics f = final_metrics(run_dir);
+  std::string config = read_text(fs::path(run_dir) / "config.yaml");
+  json model = meta.value("model", json::object());
+  std::string base = "a random initialisation (seed " + text(meta["seed"]) + ")";
+  if (config.find("\n  from: ") != std::string::npos) {
+    size_t at = config.find("\n  from: ") + 9;
+    std::string from = config.substr(at, config.find('\n', at) - at);
+    if (!from.empty() && from != "\"\"" && from != "''") base = "`" + from + "`";
+  }
+  auto dataset_line = [&](const char* split) {
+    if (!meta.contains("datasets") || meta["datasets"][split].is_null()) return std::string("none");
+    const json& d = meta["datasets"][split];
+    return "`" + text(d.value("id", json())) + "` (" + text(d.value("tokens", json())) + " tokens; the id is the "
+           "SHA-256 of the input files and the tokenizer, as in the HDF5 token cache)";
+  };
+  std::ostringstream card;
+  card << "# " << text(meta["name"]) << " (" << text(meta["run_id"]) << ")\n\n"
+       << "A " << text(model.value("arch", json())) << " causal language model with "
+       << text(model.value("parameters", json())) << " parameters, trained by lmforge. Load it with\n"
+       << "`AutoModelForCausalLM.from_pretrained(\"<this directory>\")`.\n\n"
+       << "## Lineage\n\n"
+       << "- base model: " << base << "\n"
+       << "- adapter: none (all weights trained)\n"
+       << "- training data: " << dataset_line("train") << "\n"
+       << "- evaluation data: " << dataset_line("eval") << "\n"
+       << "- code: lmforge at " << code_of(meta) << "\n"
+       << "- config: sha256 `" << text(meta["config_sha256"]) << "` (in full below)\n"
+       << "- run: `" << run_dir << "`, status " << text(meta["status"]) << ", " << number(f.train, "step", "%.0f")
+       << " steps, " << (meta.contains("world") ? text(meta["world"].value("world_size", json())) : "1")
+       << " rank(s), started " << text(meta["start_time"]) << ", ended " << text(meta["end_time"])
+       << (meta.contains("resumed") ? ", resumed " + std::to_string(meta["resumed"].size()) + " time(s)" : "")
+       << "\n\n## Evaluation\n\n"
+       << "| step | train loss | eval loss | eval perplexity |\n|---|---|---|---|\n"
+       << "| " << number(f.train, "step", "%.0f") << " | " << number(f.train, "loss") << " | "
+       << number(f.eval, "eval_loss") << " | " << number(f.eval, "eval_ppl", "%.2f") << " |\n\n"
+       << "## Config\n\n```yaml\n" << config << "```\n";
+  fs::create_directories(export_dir);
+  std::ofstream out(fs::path(export_dir) / "README.md", std::ios::trunc);
+  out << card.str();
+  if (!out.flush()) throw InputError("cannot write " + export_dir + "/README.md");
+}
+
 std::string diff_runs(const std::string& run_a, const std::string& run_b) {
   json a = read_meta(run_a), b = read_meta(run_b);
   std::ostringstream out;

@@ -16,6 +16,11 @@ std::string resolve_run(const std::string& run, const std::string& output_dir);
 // meta.json's essentials, the final metrics and the committed checkpoints of one run.
 std::string show_run(const std::string& run_dir);
 
+// The README.md model card of an export of `run_dir`: what it is, its lineage (base model,
+// adapter, dataset ids, code version, config hash, world), the last evaluation and the resolved
+// config. Written into `export_dir`, replacing any card there.
+void write_model_card(const std::string& run_dir, const std::string& export_dir);
+
 // Config differences key by key, dataset ids, code versions and final metrics side by side.
 std::string diff_runs(const std::string& run_a, const std::string& run_b);
 

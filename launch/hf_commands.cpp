@@ -3,9 +3,11 @@
 #include "launch/hf_commands.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "experiments/runs.h"
 #include "parallel/launcher.h"
 #include "trainer/errors.h"
 #include "trainer/generate.h"
@@ -108,6 +110,13 @@ int run_export(const HfCommands& c) {
   options.max_shard_bytes = c.max_shard_mb * 1'000'000;
   options.copy_files_from = m.config.from;
   trainer::save_hf_model(*m.model, m.config, c.out_dir, options);
+  // Exported from a run: the card carries the run's lineage (from the run directory itself, or
+  // from the run an `export/` directory sits in).
+  for (const std::string run : {c.model_dir, c.model_dir + "/.."})
+    if (std::filesystem::exists(run + "/meta.json")) {
+      experiments::write_model_card(run, c.out_dir);
+      break;
+    }
   std::printf("%s\n", c.out_dir.c_str());
   return 0;
 }

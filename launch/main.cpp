@@ -218,6 +218,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
     throw;
   }
   record->finish("completed");
+  experiments::write_model_card(record->dir(), record->dir() + "/export");
   std::printf("%s\n", record->dir().c_str());
   return kExitOk;
 }

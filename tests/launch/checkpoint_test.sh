@@ -140,7 +140,8 @@ same_series "$ref" "$d" "after a failed save"
 short=(--set train.max_steps=5 --set "data.cache_dir=$work/cache" --set "run.output_dir=$work/pair")
 "$LMFORGE" train configs/tiny.yaml "${short[@]}" >/dev/null 2>&1
 "$LMFORGE" train configs/tiny.yaml "${short[@]}" --set optim.lr=0.002 >/dev/null 2>&1
-a=$(ls -d "$work"/pair/tiny/*/ | head -1) b=$(ls -d "$work"/pair/tiny/*/ | tail -1)
+# Which is which by content: two runs started within one second sort by their random suffix.
+a=$(dirname "$(grep -l "lr: 0.003" "$work"/pair/tiny/*/config.yaml)") b=$(dirname "$(grep -l "lr: 0.002" "$work"/pair/tiny/*/config.yaml)")
 "$LMFORGE" runs diff "$a" "$b" >"$work/out" 2>&1
 if [ "$(sed -n '/^config/,/^$/p' "$work/out" | grep -c ':')" = 2 ] && grep -q "optim.lr: 0.003 vs 0.002" "$work/out"; then
   ok "runs diff shows exactly the one differing key"
@@ -149,6 +150,14 @@ else not_ok "runs diff"; fi
   && ok "runs list shows both runs" || not_ok "runs list"
 "$LMFORGE" runs show "$(basename "$a")" --output-dir "$work/pair" >"$work/out" 2>&1 && grep -q "^final      step 5" "$work/out" \
   && ok "runs show by run id" || not_ok "runs show"
+
+# The export's model card carries the run's lineage, and so does `lmforge export RUN`.
+id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["datasets"]["train"]["id"])' "$a/meta.json")
+"$LMFORGE" export "$a" --out "$work/exported" >"$work/out" 2>&1
+if grep -q "^## Lineage" "$a/export/README.md" && grep -q "training data: \`$id\`" "$a/export/README.md" \
+  && grep -q "lr: 0.003" "$a/export/README.md" && grep -q "training data: \`$id\`" "$work/exported/README.md"; then
+  ok "export model cards name the dataset id, code version and config"
+else cp "$a/export/README.md" "$work/out"; not_ok "model card lineage"; fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
