@@ -10,7 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "data/hf_tokenizer.h"
-#include "data/text_dataset.h"
+#include "data/pipeline.h"
+#include "data/sampler.h"
+#include "data/shards.h"
 #include "data/tokenizer.h"
 #include "experiments/run_record.h"
 #include "experiments/runs.h"
@@ -32,10 +34,31 @@ using namespace lmforge;
 
 constexpr int kExitOk = 0, kExitFailure = 1, kExitBadInput = 2, kExitPreempted = 3;
 
-void check_corpus_length(const data::TokenCorpus& corpus, int64_t seq_len, const std::string& key) {
-  if (corpus.tokens.numel() <= seq_len)
-    throw InputError(key + ": the inputs hold " + std::to_string(corpus.tokens.numel()) +
-                     " tokens, fewer than train.seq_len + 1 = " + std::to_string(seq_len + 1));
+// The tokenizer training uses: an HF directory's own wins over tokenizer.kind (its ids are the ones
+// the weights know).
+std::unique_ptr<data::Tokenizer> training_tokenizer(const Config& cfg) {
+  std::unique_ptr<data::Tokenizer> tokenizer = cfg.model.from.empty() ? nullptr : data::load_hf_tokenizer(cfg.model.from);
+  return tokenizer ? std::move(tokenizer) : data::make_tokenizer(cfg.tokenizer);
+}
+
+// Rank 0 prepares the dataset (or finds it prepared); every rank then opens and verifies it.
+// Every rank gets the same answer or the same error.
+data::PreparedDataset prepare_on_rank0(const Config& cfg, const data::Tokenizer& tokenizer, parallel::Comm& comm) {
+  data::PreparedDataset prepared;
+  std::string error;
+  if (comm.rank() == 0) {
+    try {
+      prepared = data::prepare_dataset(cfg.data, tokenizer, {cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed)});
+    } catch (const InputError& e) {
+      error = e.what();
+    }
+  }
+  error = parallel::broadcast_string(comm, error, 0);
+  if (!error.empty()) throw InputError(error);
+  prepared.dir = parallel::broadcast_string(comm, prepared.dir, 0);
+  prepared.id = parallel::broadcast_string(comm, prepared.id, 0);
+  prepared.manifest = nlohmann::json::parse(parallel::broadcast_string(comm, prepared.manifest.dump(), 0));
+  return prepared;
 }
 
 // Loads the config on every rank and refuses to start, on every rank, if any rank resolved a
@@ -81,7 +104,8 @@ std::string resolve_backend(const std::string& requested, const parallel::Device
 
 struct TrainInputs {
   trainer::CausalLM model;
-  data::TokenCorpus train, eval;
+  data::PreparedDataset dataset;
+  std::shared_ptr<const data::ShardSet> train, eval;  // eval: null when the dataset has no eval rows
   std::string run_dir, resume_from;  // resume_from: a verified checkpoint directory, or empty
   std::map<std::string, std::string> lineage;
 };
@@ -98,8 +122,10 @@ int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord*
   settings.run_dir = in.run_dir;
   settings.lineage = in.lineage;
   settings.live_progress = cfg.logging.progress == "always" || (cfg.logging.progress == "auto" && isatty(2));
-  data::WindowSampler sampler(in.train.tokens, cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed));
-  trainer::Trainer trainer(in.model, settings, std::move(sampler), in.eval.tokens, record, comm);
+  auto sampler = std::make_unique<data::ShardSampler>(in.train, static_cast<uint64_t>(cfg.run.seed));
+  std::vector<data::Batch> eval_batches;
+  if (in.eval) eval_batches = in.eval->leading_batches(cfg.train.micro_batch_size, cfg.train.micro_batch_size * cfg.eval.max_batches);
+  trainer::Trainer trainer(in.model, settings, std::move(sampler), std::move(eval_batches), record, comm);
   if (!in.resume_from.empty()) {
     trainer.load_checkpoint(in.resume_from);
     log::line("resumed from " + in.resume_from + " at step " + std::to_string(trainer.step()), comm.rank() == 0);
@@ -158,15 +184,13 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   std::string backend = resolve_backend(cfg.parallel.backend, device);
 
   TrainInputs in;
-  // An HF directory's own tokenizer wins over tokenizer.kind: its ids are the ones the weights know.
-  std::unique_ptr<data::Tokenizer> tokenizer = cfg.model.from.empty() ? nullptr : data::load_hf_tokenizer(cfg.model.from);
-  if (!tokenizer) tokenizer = data::make_tokenizer(cfg.tokenizer);
-  in.train = data::open_text_corpus(cfg.data.train, *tokenizer, cfg.data.cache_dir, "data.train");
-  check_corpus_length(in.train, cfg.train.seq_len, "data.train");
-  if (!cfg.data.eval.empty()) {
-    in.eval = data::open_text_corpus(cfg.data.eval, *tokenizer, cfg.data.cache_dir, "data.eval");
-    check_corpus_length(in.eval, cfg.train.seq_len, "data.eval");
-  }
+  std::unique_ptr<data::Tokenizer> tokenizer = training_tokenizer(cfg);
+  in.dataset = prepare_on_rank0(cfg, *tokenizer, *control);
+  const int64_t vocab = cfg.model.vocab_size;
+  in.train = std::make_shared<data::ShardSet>(in.dataset.dir, "train", vocab, cfg.data.cross_document_attention);
+  if (in.train->rows() == 0) throw InputError("data: the training split of dataset " + in.dataset.id + " holds no rows");
+  if (in.dataset.manifest["splits"]["eval"]["rows"].get<int64_t>() > 0)
+    in.eval = std::make_shared<data::ShardSet>(in.dataset.dir, "eval", vocab, cfg.data.cross_document_attention);
   auto [resume_run, resume_from] = choose_resume(cfg, *control);
   in.resume_from = resume_from;
 
@@ -181,8 +205,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   }
   in.run_dir = parallel::broadcast_string(*control, is_root ? record->dir() : "", 0);
   log::open_rank_file(in.run_dir + "/logs/rank_" + std::to_string(control->rank()) + ".log");
-  in.lineage = {{"config_sha256", sha256_hex(cfg.resolved_yaml)}, {"train_dataset", in.train.id},
-                {"eval_dataset", in.eval.id}, {"code_version", experiments::code_version_text()}};
+  in.lineage = {{"config_sha256", sha256_hex(cfg.resolved_yaml)}, {"dataset", in.dataset.id}, {"code_version", experiments::code_version_text()}};
   torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
   in.model = trainer::build_model(cfg.model);  // initialised on the CPU: the same on every device
   if (device.cuda) in.model->to(torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device.index)));
@@ -195,14 +218,20 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   record->set_meta("world", {{"launcher", env.launcher}, {"world_size", comm.size()}, {"dp", comm.size()},
                              {"backend", comm.backend()}, {"hosts", hosts}, {"threads", threads},
                              {"device", device.cuda ? "cuda" : "cpu"}});
-  record->set_meta("datasets", {{"train", {{"id", in.train.id}, {"tokens", in.train.tokens.numel()},
-                                          {"documents", in.train.num_documents}}},
-                               {"eval", in.eval.id.empty() ? nlohmann::json(nullptr)
-                                                           : nlohmann::json{{"id", in.eval.id},
-                                                                            {"tokens", in.eval.tokens.numel()}}}});
+  const auto& splits = in.dataset.manifest["splits"];
+  auto split_meta = [&](const char* split) {
+    if (splits[split]["rows"].get<int64_t>() == 0) return nlohmann::json(nullptr);
+    nlohmann::json j = splits[split];
+    j.erase("shards");
+    j["id"] = in.dataset.id;
+    return j;
+  };
+  record->set_meta("datasets", {{"id", in.dataset.id}, {"dir", in.dataset.dir}, {"reused", in.dataset.reused},
+                                {"train", split_meta("train")}, {"eval", split_meta("eval")},
+                                {"templates", in.dataset.manifest["templates"]}});
   record->set_meta("model", {{"arch", cfg.model.arch}, {"parameters", in.model->num_parameters()}});
   log::line("run " + record->dir() + ": " + cfg.model.arch + " model, " + std::to_string(in.model->num_parameters()) +
-            " parameters, " + std::to_string(in.train.tokens.numel()) + " train tokens, " +
+            " parameters, " + splits["train"]["tokens"].dump() + " train tokens, " +
             std::to_string(comm.size()) + " ranks x " + std::to_string(threads) + " threads, " + comm.backend());
   try {
     train_loop(cfg, in, &*record, comm);
@@ -233,6 +262,41 @@ int config_command(bool show, const std::string& path, const std::vector<std::st
   return kExitOk;
 }
 
+int data_prepare_command(const std::string& path, const std::vector<std::string>& sets) {
+  Config cfg = load_config(path, sets);
+  auto tokenizer = training_tokenizer(cfg);
+  auto prepared = data::prepare_dataset(cfg.data, *tokenizer, {cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed)});
+  const auto& m = prepared.manifest;
+  nlohmann::json summary = {{"dataset_id", prepared.id}, {"dir", prepared.dir}, {"reused", prepared.reused},
+                            {"train_rows", m["splits"]["train"]["rows"]}, {"eval_rows", m["splits"]["eval"]["rows"]},
+                            {"stats", m["stats"]}};
+  std::cout << summary.dump(2) << "\n";
+  return kExitOk;
+}
+
+// One record as the model will see it: each segment with whether it is trained on, then its tokens.
+int data_inspect_command(const std::string& path, const std::vector<std::string>& sets, int64_t index) {
+  Config cfg = load_config(path, sets);
+  auto tokenizer = training_tokenizer(cfg);
+  auto records = data::read_records(cfg.data, index + 1);
+  if (index >= static_cast<int64_t>(records.size()))
+    throw InputError("data inspect: --record " + std::to_string(index) + " but the sources hold " +
+                     std::to_string(records.size()) + " records");
+  const auto& r = records[index];
+  std::cout << "record " << index << " (" << r.where << ")\n";
+  for (const auto& seg : r.segments) {
+    std::cout << (seg.trained ? "--- trained ---\n" : "--- no loss (prompt) ---\n") << seg.text << "\n";
+  }
+  std::cout << "--- tokens: id, loss, text ---\n";
+  for (const auto& seg : r.segments) {
+    for (int32_t id : tokenizer->encode(seg.text)) {
+      nlohmann::json piece = tokenizer->decode({id});
+      std::cout << id << "\t" << (seg.trained ? "1" : "0") << "\t" << piece.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    }
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -256,6 +320,14 @@ int main(int argc, char** argv) {
   add_config_args(validate_cmd);
   CLI::App* show_cmd = config_cmd->add_subcommand("show", "print the resolved config (defaults included)");
   add_config_args(show_cmd);
+  CLI::App* data_cmd = app.add_subcommand("data", "the data pipeline: prepare shards, inspect records");
+  data_cmd->require_subcommand(1);
+  CLI::App* prepare_cmd = data_cmd->add_subcommand("prepare", "tokenize the config's sources into HDF5 shards + manifest");
+  add_config_args(prepare_cmd);
+  CLI::App* inspect_cmd = data_cmd->add_subcommand("inspect", "show one record with its loss mask");
+  add_config_args(inspect_cmd);
+  int64_t record_index = 0;
+  inspect_cmd->add_option("--record", record_index, "record number, from 0 (default 0)")->check(CLI::NonNegativeNumber);
   CLI::App* version_cmd = app.add_subcommand("version", "print versions");
   CLI::App* runs_cmd = app.add_subcommand("runs", "the run registry: list, show, diff");
   runs_cmd->require_subcommand(1);
@@ -280,6 +352,8 @@ int main(int argc, char** argv) {
     if (*train_cmd) return train(config_path, sets, args);
     if (*validate_cmd) return config_command(false, config_path, sets);
     if (*show_cmd) return config_command(true, config_path, sets);
+    if (*prepare_cmd) return data_prepare_command(config_path, sets);
+    if (*inspect_cmd) return data_inspect_command(config_path, sets, record_index);
     if (*runs_list) std::cout << experiments::list_runs(output_dir);
     if (*runs_show) std::cout << experiments::show_run(experiments::resolve_run(run_a, output_dir));
     if (*runs_diff)

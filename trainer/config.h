@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "data/text_dataset.h"
+#include "data/pipeline.h"
 #include "data/tokenizer.h"
 #include "experiments/run_record.h"
 #include "parallel/launcher.h"

@@ -100,6 +100,12 @@ class PreemptionSignals {
   struct sigaction old_term_ {}, old_usr1_ {};
 };
 
+// Rows [first, first + count) of a batch, on `device`.
+data::Batch slice(const data::Batch& b, int64_t first, int64_t count, const torch::Device& device) {
+  auto part = [&](const torch::Tensor& t) { return t.defined() ? t.narrow(0, first, count).to(device) : t; };
+  return {part(b.inputs), part(b.targets), part(b.positions), part(b.segments)};
+}
+
 std::string format_duration(double seconds) {
   int s = static_cast<int>(seconds + 0.5);
   char buf[32];
@@ -110,11 +116,19 @@ std::string format_duration(double seconds) {
 
 Trainer::Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler train_data,
                  torch::Tensor eval_tokens, experiments::RunRecord* record, parallel::Comm& comm)
+    : Trainer(model, settings, std::make_unique<data::WindowSampler>(std::move(train_data)),
+              eval_tokens.defined() ? data::fixed_batches(eval_tokens, settings.train.seq_len,
+                                                          settings.train.micro_batch_size, settings.eval.max_batches)
+                                    : std::vector<data::Batch>{},
+              record, comm) {}
+
+Trainer::Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data::BatchSource> train_data,
+                 std::vector<data::Batch> eval_batches, experiments::RunRecord* record, parallel::Comm& comm)
     : model_(std::move(model)),
       device_(model_->parameters().front().device()),
       s_(std::move(settings)),
       train_data_(std::move(train_data)),
-      eval_tokens_(std::move(eval_tokens)),
+      eval_batches_(std::move(eval_batches)),
       record_(record),
       comm_(comm),
       grad_sync_(std::make_unique<parallel::GradSync>(*model_, comm, s_.bucket_mb)),
@@ -143,7 +157,7 @@ void Trainer::run() {
     ++step_;
     losses_.push_back(loss);
     log_step(step_, loss, grad_norm, lr);
-    if (eval_tokens_.defined() && (step_ == max_steps || (s_.train.eval_every > 0 && step_ % s_.train.eval_every == 0)))
+    if (!eval_batches_.empty() && (step_ == max_steps || (s_.train.eval_every > 0 && step_ % s_.train.eval_every == 0)))
       log_eval(evaluate());
     if (signals.received_on_any_rank(comm_, device_)) {
       std::string saved = save_checkpoint();
@@ -171,23 +185,22 @@ double Trainer::train_step() {
   model_->train();
   optimizer_->zero_grad();
   const int64_t accum = s_.train.grad_accum_steps, micro_batch = s_.train.micro_batch_size;
-  data::Batch global = train_data_.next(micro_batch * accum * comm_.size());  // (B x accum x ranks, T)
+  const int64_t rows = micro_batch * accum;  // this rank's slice of the global batch
+  data::Batch mine = train_data_->next(rows * comm_.size(), comm_.rank() * rows, rows);  // (B x accum, T)
   double loss_sum = 0;
   for (int64_t micro = 0; micro < accum; ++micro) {
-    int64_t first = (comm_.rank() * accum + micro) * micro_batch;
-    auto inputs = global.inputs.narrow(0, first, micro_batch).to(device_);
-    auto targets = global.targets.narrow(0, first, micro_batch).to(device_);
+    data::Batch b = slice(mine, micro * micro_batch, micro_batch, device_);
     torch::Tensor loss;
     {
       Autocast autocast(s_.train.precision == "bf16", device_.type());
-      loss = causal_lm_loss(model_->forward(inputs), targets);
+      loss = causal_lm_loss(model_->forward(b.inputs, b.positions, b.segments), b.targets);
     }
     grad_sync_->begin_backward(/*sync=*/!zero_ && micro == accum - 1);  // ZeRO reduce-scatters instead
     (loss / static_cast<double>(accum)).backward();
     loss_sum += loss.item<double>();
   }
   grad_sync_->finish();
-  tokens_seen_ += global.inputs.numel();
+  tokens_seen_ += mine.inputs.numel() * comm_.size();
   auto mean_loss = torch::tensor({loss_sum / static_cast<double>(accum)}, torch::kDouble).to(device_);
   comm_.allreduce(mean_loss, parallel::ReduceOp::avg);  // a NaN on any rank reaches every rank
   return mean_loss.item<double>();
@@ -211,14 +224,15 @@ void Trainer::apply_update(double lr) {
 EvalResult Trainer::evaluate() {
   torch::NoGradGuard no_grad;
   model_->eval();
-  auto batches = data::fixed_batches(eval_tokens_, s_.train.seq_len, s_.train.micro_batch_size, s_.eval.max_batches);
   double local[2] = {0, 0};  // [loss x tokens, tokens] over this rank's batches
-  for (size_t i = comm_.rank(); i < batches.size(); i += comm_.size()) {
+  for (size_t i = comm_.rank(); i < eval_batches_.size(); i += comm_.size()) {
     Autocast autocast(s_.train.precision == "bf16", device_.type());
-    auto targets = batches[i].targets.to(device_);
-    double loss = causal_lm_loss(model_->forward(batches[i].inputs.to(device_)), targets).item<double>();
-    local[0] += loss * static_cast<double>(targets.numel());
-    local[1] += static_cast<double>(targets.numel());
+    data::Batch b = slice(eval_batches_[i], 0, eval_batches_[i].inputs.size(0), device_);
+    double counted = static_cast<double>((b.targets != -100).sum().item<int64_t>());
+    double loss = causal_lm_loss(model_->forward(b.inputs, b.positions, b.segments), b.targets).item<double>();
+    if (counted == 0) continue;
+    local[0] += loss * counted;
+    local[1] += counted;
   }
   auto sums = torch::tensor({local[0], local[1]}, torch::kDouble).to(device_);
   comm_.allreduce(sums, parallel::ReduceOp::sum);
@@ -265,7 +279,7 @@ std::string Trainer::save_checkpoint() {
     for (const auto& item : model_->named_parameters()) weights.emplace_back(item.key(), item.value().detach().cpu());
     files.tensors["model.safetensors"] = std::move(weights);
     if (!zero_) files.tensors["optimizer.safetensors"] = adamw_state(*optimizer_, named_optimizer_params());
-    nlohmann::json state = {{"step", step_}, {"tokens_seen", tokens_seen_}, {"sampler", train_data_.state()},
+    nlohmann::json state = {{"step", step_}, {"tokens_seen", tokens_seen_}, {"sampler", train_data_->state()},
                             {"world_size", comm_.size()}, {"zero", s_.zero}};
     files.texts["trainer_state.json"] = state.dump(2) + "\n";
   }
@@ -328,7 +342,7 @@ void Trainer::load_checkpoint(const std::string& dir) {
     }
   step_ = state.at("step").get<int64_t>();
   tokens_seen_ = state.at("tokens_seen").get<int64_t>();
-  train_data_.restore(state.at("sampler").get<std::string>());
+  train_data_->restore(state.at("sampler").get<std::string>());
 }
 
 NamedParams Trainer::named_optimizer_params() {

@@ -84,6 +84,9 @@ struct EvalResult {
 // RunRecord (rank 0) writes metrics, logs and weights.
 class Trainer {
  public:
+  Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data::BatchSource> train_data,
+          std::vector<data::Batch> eval_batches, experiments::RunRecord* record, parallel::Comm& comm);
+  // Random windows of a token stream (tests, benchmarks); eval_tokens cut into fixed batches.
   Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler train_data,
           torch::Tensor eval_tokens, experiments::RunRecord* record, parallel::Comm& comm);
   ~Trainer();
@@ -113,8 +116,8 @@ class Trainer {
   CausalLM model_;
   torch::Device device_;  // where the model lives; batches are moved here
   TrainerSettings s_;
-  data::WindowSampler train_data_;
-  torch::Tensor eval_tokens_;  // (N) int64, undefined when there is no eval data
+  std::unique_ptr<data::BatchSource> train_data_;
+  std::vector<data::Batch> eval_batches_;  // the same every evaluation; empty: no evaluation
   experiments::RunRecord* record_;
   parallel::Comm& comm_;
   std::unique_ptr<parallel::GradSync> grad_sync_;

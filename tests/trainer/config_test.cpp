@@ -55,7 +55,9 @@ TEST_F(ConfigTest, MinimalConfigLoadsWithDefaults) {
   EXPECT_EQ(cfg.model.arch, "llama");
   EXPECT_EQ(cfg.train.max_steps, 10);
   EXPECT_EQ(cfg.train.seq_len, 128);
-  EXPECT_EQ(cfg.data.train, std::vector<std::string>{"a.txt"});
+  ASSERT_EQ(cfg.data.sources.size(), 1u) << "data.train is shorthand for one text source per pattern";
+  EXPECT_EQ(cfg.data.sources[0].paths, std::vector<std::string>{"a.txt"});
+  EXPECT_EQ(cfg.data.sources[0].split, "train");
   EXPECT_EQ(cfg.data.cache_dir, "runs/cache");
 }
 
