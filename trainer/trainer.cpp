@@ -15,6 +15,8 @@
 #include "experiments/run_record.h"
 #include "parallel/comm.h"
 #include "parallel/grad_sync.h"
+#include "parallel/grid.h"
+#include "parallel/tensor_parallel.h"
 #include "parallel/zero.h"
 #include "trainer/config_reader.h"
 #include "trainer/errors.h"
@@ -117,10 +119,11 @@ Trainer::Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler t
       eval_tokens_(std::move(eval_tokens)),
       record_(record),
       comm_(comm),
-      grad_sync_(std::make_unique<parallel::GradSync>(*model_, comm, s_.bucket_mb)),
+      dp_(s_.grid ? s_.grid->dp() : comm),
+      grad_sync_(std::make_unique<parallel::GradSync>(*model_, dp_, s_.bucket_mb)),
       optimizer_(make_optimizer(*model_, s_.optim)) {
   grad_sync_->broadcast_parameters();
-  if (s_.zero) zero_ = std::make_unique<parallel::ZeroOptimizer>(*optimizer_, comm_);
+  if (s_.zero) zero_ = std::make_unique<parallel::ZeroOptimizer>(*optimizer_, dp_);
 }
 
 Trainer::~Trainer() = default;
@@ -171,16 +174,16 @@ double Trainer::train_step() {
   model_->train();
   optimizer_->zero_grad();
   const int64_t accum = s_.train.grad_accum_steps, micro_batch = s_.train.micro_batch_size;
-  data::Batch global = train_data_.next(micro_batch * accum * comm_.size());  // (B x accum x ranks, T)
+  data::Batch global = train_data_.next(micro_batch * accum * dp_.size());  // (B x accum x dp, T)
   double loss_sum = 0;
   for (int64_t micro = 0; micro < accum; ++micro) {
-    int64_t first = (comm_.rank() * accum + micro) * micro_batch;
+    int64_t first = (dp_.rank() * accum + micro) * micro_batch;
     auto inputs = global.inputs.narrow(0, first, micro_batch).to(device_);
     auto targets = global.targets.narrow(0, first, micro_batch).to(device_);
     torch::Tensor loss;
     {
       Autocast autocast(s_.train.precision == "bf16", device_.type());
-      loss = causal_lm_loss(model_->forward(inputs), targets);
+      loss = loss_of(model_->forward(inputs), targets);
     }
     grad_sync_->begin_backward(/*sync=*/!zero_ && micro == accum - 1);  // ZeRO reduce-scatters instead
     (loss / static_cast<double>(accum)).backward();
@@ -193,9 +196,16 @@ double Trainer::train_step() {
   return mean_loss.item<double>();
 }
 
+// Under tp the logits are this rank's vocab slice: the loss is the vocab-parallel one.
+torch::Tensor Trainer::loss_of(const torch::Tensor& logits, const torch::Tensor& targets) {
+  return s_.tp ? parallel::vocab_parallel_cross_entropy(logits, targets, s_.tp->comm()) : causal_lm_loss(logits, targets);
+}
+
 double Trainer::sync_and_clip() {
   if (zero_) return zero_->reduce_gradients_and_clip(s_.optim.grad_clip);
-  return clip_grad_norm(*model_, s_.optim.grad_clip);  // grad_sync_ already averaged the gradients
+  if (!s_.tp) return clip_grad_norm(*model_, s_.optim.grad_clip);  // grad_sync_ already averaged the gradients
+  s_.tp->average_replicated_gradients(*model_);
+  return s_.tp->clip_grad_norm(*model_, s_.optim.grad_clip);
 }
 
 void Trainer::apply_update(double lr) {
@@ -213,15 +223,15 @@ EvalResult Trainer::evaluate() {
   model_->eval();
   auto batches = data::fixed_batches(eval_tokens_, s_.train.seq_len, s_.train.micro_batch_size, s_.eval.max_batches);
   double local[2] = {0, 0};  // [loss x tokens, tokens] over this rank's batches
-  for (size_t i = comm_.rank(); i < batches.size(); i += comm_.size()) {
+  for (size_t i = dp_.rank(); i < batches.size(); i += dp_.size()) {
     Autocast autocast(s_.train.precision == "bf16", device_.type());
     auto targets = batches[i].targets.to(device_);
-    double loss = causal_lm_loss(model_->forward(batches[i].inputs.to(device_)), targets).item<double>();
+    double loss = loss_of(model_->forward(batches[i].inputs.to(device_)), targets).item<double>();
     local[0] += loss * static_cast<double>(targets.numel());
     local[1] += static_cast<double>(targets.numel());
   }
   auto sums = torch::tensor({local[0], local[1]}, torch::kDouble).to(device_);
-  comm_.allreduce(sums, parallel::ReduceOp::sum);
+  dp_.allreduce(sums, parallel::ReduceOp::sum);
   sums = sums.cpu();
   EvalResult r;
   r.tokens = static_cast<int64_t>(sums[1].item<double>());
@@ -260,13 +270,20 @@ void Trainer::log_step(int64_t step, double loss, double grad_norm, double lr) {
 std::string Trainer::save_checkpoint() {
   CheckpointFiles files;
   const std::string rank = std::to_string(comm_.rank());
-  if (comm_.rank() == 0) {
+  if (comm_.rank() == 0 || s_.tp) {  // under tp every rank takes part in gathering the full tensors
     NamedTensors weights;
-    for (const auto& item : model_->named_parameters()) weights.emplace_back(item.key(), item.value().detach().cpu());
-    files.tensors["model.safetensors"] = std::move(weights);
-    if (!zero_) files.tensors["optimizer.safetensors"] = adamw_state(*optimizer_, named_optimizer_params());
+    for (const auto& item : model_->named_parameters()) weights.emplace_back(item.key(), item.value().detach());
+    weights = full_tensors(weights);
+    NamedTensors moments = zero_ ? NamedTensors{} : full_tensors(adamw_state(*optimizer_, named_optimizer_params()));
+    if (comm_.rank() == 0) {
+      files.tensors["model.safetensors"] = std::move(weights);
+      if (!zero_) files.tensors["optimizer.safetensors"] = std::move(moments);
+    }
+  }
+  if (comm_.rank() == 0) {
     nlohmann::json state = {{"step", step_}, {"tokens_seen", tokens_seen_}, {"sampler", train_data_.state()},
-                            {"world_size", comm_.size()}, {"zero", s_.zero}};
+                            {"world_size", comm_.size()}, {"zero", s_.zero},
+                            {"tp", s_.tp ? s_.tp->comm().size() : 1}};
     files.texts["trainer_state.json"] = state.dump(2) + "\n";
   }
   if (zero_) files.tensors["optimizer.rank_" + rank + ".safetensors"] = adamw_state(zero_->optimizer(), zero_params());
@@ -286,7 +303,7 @@ void Trainer::load_checkpoint(const std::string& dir) {
     throw InputError(dir + " was saved with parallel.zero " + std::string(state.at("zero").get<bool>() ? "1" : "0") +
                      " on " + std::to_string(state.at("world_size").get<int>()) +
                      " ranks; ZeRO-1 optimizer shards resume only with the same setting and number of ranks");
-  auto saved = load_safetensors(dir + "/model.safetensors");
+  auto saved = local_tensors(load_safetensors(dir + "/model.safetensors"));
   std::map<std::string, torch::Tensor> by_name(saved.begin(), saved.end());
   std::vector<std::string> problems;
   auto params = model_->named_parameters();
@@ -316,7 +333,7 @@ void Trainer::load_checkpoint(const std::string& dir) {
     load_adamw_state(zero_->optimizer(), zero_params(), load_safetensors(file), file);
   } else {
     std::string file = dir + "/optimizer.safetensors";
-    load_adamw_state(*optimizer_, named_optimizer_params(), load_safetensors(file), file);
+    load_adamw_state(*optimizer_, named_optimizer_params(), local_tensors(load_safetensors(file)), file);
   }
   // A rank that did not exist when the checkpoint was saved takes rank 0's generator.
   std::string rng_file = dir + "/rng.rank_" + rank + ".safetensors";
@@ -342,10 +359,20 @@ NamedParams Trainer::zero_params() {
 }
 
 void Trainer::save_final_weights() {
-  if (!record_) return;
+  if (!record_ && !s_.tp) return;
   NamedTensors tensors;
-  for (const auto& item : model_->named_parameters()) tensors.emplace_back(item.key(), item.value());
-  save_safetensors(record_->dir() + "/model.safetensors", tensors, {{"format", "pt"}});
+  for (const auto& item : model_->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());
+  tensors = full_tensors(tensors);  // collective under tp
+  if (record_) save_safetensors(record_->dir() + "/model.safetensors", tensors, {{"format", "pt"}});
+}
+
+NamedTensors Trainer::full_tensors(const NamedTensors& local) { return s_.tp ? s_.tp->gather(local, device_) : local; }
+
+NamedTensors Trainer::local_tensors(const NamedTensors& full) {
+  if (!s_.tp) return full;
+  NamedTensors local;
+  for (const auto& [name, t] : full) local.emplace_back(name, s_.tp->shard(name, t));
+  return local;
 }
 
 }  // namespace lmforge::trainer
