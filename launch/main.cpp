@@ -120,9 +120,7 @@ int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord*
 // export is the same whatever tp was. Collective under tp; null on the ranks other than 0.
 trainer::CausalLM export_model(const Config& cfg, const TrainInputs& in) {
   if (!in.tp) return in.model;
-  NamedTensors local;
-  for (const auto& item : in.model->named_parameters()) local.emplace_back(item.key(), item.value().detach());
-  NamedTensors full = in.tp->gather(local, in.model->parameters().front().device());
+  NamedTensors full = in.tp->full_parameters(*in.model);
   if (in.grid->world().rank() != 0) return nullptr;
   trainer::CausalLM model = trainer::build_model(cfg.model);
   torch::NoGradGuard no_grad;

@@ -177,6 +177,12 @@ NamedTensors TensorParallel::gather(const NamedTensors& local, const torch::Devi
   return full;
 }
 
+NamedTensors TensorParallel::full_parameters(torch::nn::Module& model) const {
+  NamedTensors local;
+  for (const auto& item : model.named_parameters()) local.emplace_back(item.key(), item.value().detach());
+  return local.empty() ? local : gather(local, local.front().second.device());
+}
+
 torch::Tensor TensorParallel::shard(const std::string& name, const torch::Tensor& full) const {
   const ShardSpec* spec = spec_of(name);
   return spec && full.dim() > 0 ? shard_of(full, *spec, tp_.rank(), tp_.size()) : full;

@@ -108,6 +108,8 @@ class TensorParallel {
   // Full tensors (CPU) from this rank's shards, replicated ones as they are; collective over tp.
   // Shards travel on `device` (the communicator's: CUDA under NCCL).
   NamedTensors gather(const NamedTensors& local, const torch::Device& device) const;
+  // Every parameter of `model` as a full tensor (CPU), named as named_parameters(); collective.
+  NamedTensors full_parameters(torch::nn::Module& model) const;
   // This rank's shard of the full tensor `full` named `name` (a replicated one: `full`).
   torch::Tensor shard(const std::string& name, const torch::Tensor& full) const;
   // Averages replicated parameters' gradients over tp, so the ranks' copies never drift apart.

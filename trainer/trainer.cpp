@@ -102,6 +102,14 @@ class PreemptionSignals {
   struct sigaction old_term_ {}, old_usr1_ {};
 };
 
+// The model's parameters as full tensors: gathered over tp (collective) when `tp` is set.
+NamedTensors full_weights(CausalLMImpl& model, const parallel::TensorParallel* tp) {
+  if (tp) return tp->full_parameters(model);
+  NamedTensors weights;
+  for (const auto& item : model.named_parameters()) weights.emplace_back(item.key(), item.value().detach());
+  return weights;
+}
+
 std::string format_duration(double seconds) {
   int s = static_cast<int>(seconds + 0.5);
   char buf[32];
@@ -271,9 +279,7 @@ std::string Trainer::save_checkpoint() {
   CheckpointFiles files;
   const std::string rank = std::to_string(comm_.rank());
   if (comm_.rank() == 0 || s_.tp) {  // under tp every rank takes part in gathering the full tensors
-    NamedTensors weights;
-    for (const auto& item : model_->named_parameters()) weights.emplace_back(item.key(), item.value().detach());
-    weights = full_tensors(weights);
+    NamedTensors weights = full_weights(*model_, s_.tp.get());
     NamedTensors moments = zero_ ? NamedTensors{} : full_tensors(adamw_state(*optimizer_, named_optimizer_params()));
     if (comm_.rank() == 0) {
       files.tensors["model.safetensors"] = std::move(weights);
@@ -360,11 +366,10 @@ NamedParams Trainer::zero_params() {
 
 void Trainer::save_final_weights() {
   if (!record_ && !s_.tp) return;
-  NamedTensors tensors;
-  for (const auto& item : model_->named_parameters()) tensors.emplace_back(item.key(), item.value().detach());
-  tensors = full_tensors(tensors);  // collective under tp
+  NamedTensors tensors = full_weights(*model_, s_.tp.get());
   if (record_) save_safetensors(record_->dir() + "/model.safetensors", tensors, {{"format", "pt"}});
 }
+
 
 NamedTensors Trainer::full_tensors(const NamedTensors& local) { return s_.tp ? s_.tp->gather(local, device_) : local; }
 

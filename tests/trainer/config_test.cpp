@@ -211,8 +211,9 @@ TEST_F(ConfigTest, TensorParallelLayoutRulesNameTheKeysAndNumbers) {
   EXPECT_EQ(err.find("model.n_heads 8"), std::string::npos) << err;
   err = errors_of(path, with({"parallel.tp=3", "parallel.dp=two", "parallel.zero=1"}));
   EXPECT_NE(err.find("model.n_heads 8 (attention heads) is not divisible by parallel.tp 3"), std::string::npos) << err;
-  EXPECT_NE(err.find("model.vocab_size 258 (vocabulary rows) is not divisible by parallel.tp 3"), std::string::npos)
+  EXPECT_NE(err.find("model.intermediate_size 704 (MLP width) is not divisible by parallel.tp 3"), std::string::npos)
       << err;
+  EXPECT_EQ(err.find("model.vocab_size"), std::string::npos) << err;  // 258 = 3 x 86
   EXPECT_NE(err.find("parallel.dp: expected a positive integer or auto, got 'two'"), std::string::npos) << err;
   EXPECT_NE(err.find("parallel.zero: parallel.zero 1 with parallel.tp 3 is not supported"), std::string::npos) << err;
 }
