@@ -18,7 +18,9 @@
 #include "experiments/runs.h"
 #include "launch/hf_commands.h"
 #include "parallel/comm.h"
+#include "parallel/grid.h"
 #include "parallel/launcher.h"
+#include "parallel/tensor_parallel.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/config_reader.h"
@@ -106,6 +108,8 @@ struct TrainInputs {
   trainer::CausalLM model;
   data::PreparedDataset dataset;
   std::shared_ptr<const data::ShardSet> train, eval;  // eval: null when the dataset has no eval rows
+  std::unique_ptr<parallel::Grid> grid;          // dp x tp over the training communicator
+  std::shared_ptr<parallel::TensorParallel> tp;  // what parallelize() split; null at tp = 1
   std::string run_dir, resume_from;  // resume_from: a verified checkpoint directory, or empty
   std::map<std::string, std::string> lineage;
 };
@@ -119,6 +123,10 @@ int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord*
   settings.checkpoint = cfg.checkpoint;
   settings.bucket_mb = cfg.parallel.bucket_mb;
   settings.zero = cfg.parallel.zero == 1;
+  if (in.tp) {
+    settings.grid = in.grid.get();
+    settings.tp = in.tp;
+  }
   settings.run_dir = in.run_dir;
   settings.lineage = in.lineage;
   settings.live_progress = cfg.logging.progress == "always" || (cfg.logging.progress == "auto" && isatty(2));
@@ -132,6 +140,19 @@ int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord*
   }
   trainer.run();
   return kExitOk;
+}
+
+// The model an export writes: under tp a single-device model holding the gathered weights, so the
+// export is the same whatever tp was. Collective under tp; null on the ranks other than 0.
+trainer::CausalLM export_model(const Config& cfg, const TrainInputs& in) {
+  if (!in.tp) return in.model;
+  NamedTensors full = in.tp->full_parameters(*in.model);
+  if (in.grid->world().rank() != 0) return nullptr;
+  trainer::CausalLM model = trainer::build_model(cfg.model);
+  torch::NoGradGuard no_grad;
+  auto params = model->named_parameters();
+  for (const auto& [name, t] : full) params[name].copy_(t);
+  return model;
 }
 
 // checkpoint.resume decided on rank 0 (it alone may probe run locks): the unfinished run to
@@ -176,9 +197,11 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
                      ": the launcher gave MPI no process information (under Slurm use srun --mpi=pmix)");
   Config cfg = load_config_on_every_rank(*control, config_path, sets);
   control->set_timeout(cfg.parallel.timeout_s);
-  if (cfg.parallel.dp != 0 && cfg.parallel.dp != control->size())
-    throw InputError("parallel.dp is " + std::to_string(cfg.parallel.dp) + " but " + std::to_string(control->size()) +
-                     " ranks were started (" + env.launcher + "); set parallel.dp: auto or start that many");
+  parallel::check_grid_layout(control->size(), cfg.parallel.dp, cfg.parallel.tp);
+  if (!cfg.model.from.empty()) {  // its config.json sets the sizes tp must divide (load_config checked YAML ones)
+    for (const auto& [key, message] : parallel::tp_layout_errors(trainer::read_hf_config(cfg.model.from), cfg.parallel.tp))
+      throw InputError("model.from " + cfg.model.from + ": " + message);
+  }
   int threads = parallel::configure_threads(cfg.parallel, env, cfg.train.precision == "bf16");
   parallel::DeviceChoice device = parallel::pick_device(cfg.train.device, env.local_rank);
   std::string backend = resolve_backend(cfg.parallel.backend, device);
@@ -214,8 +237,16 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   if (backend == "nccl" && control->size() > 1)
     nccl = parallel::make_nccl_comm(*control, device.index, cfg.parallel.timeout_s);
   parallel::Comm& comm = nccl ? *nccl : *control;
-  if (!is_root) return train_loop(cfg, in, nullptr, comm);
-  record->set_meta("world", {{"launcher", env.launcher}, {"world_size", comm.size()}, {"dp", comm.size()},
+  const int64_t num_parameters = in.model->num_parameters();  // of the whole model, before any split
+  in.grid = std::make_unique<parallel::Grid>(comm, cfg.parallel.dp, cfg.parallel.tp);
+  if (cfg.parallel.tp > 1) in.tp = parallel::parallelize(*in.model, *in.grid);
+  if (!is_root) {
+    train_loop(cfg, in, nullptr, comm);
+    export_model(cfg, in);  // collective under tp
+    return kExitOk;
+  }
+  record->set_meta("world", {{"launcher", env.launcher}, {"world_size", comm.size()}, {"dp", in.grid->dp_size()},
+                             {"tp", in.grid->tp_size()},
                              {"backend", comm.backend()}, {"hosts", hosts}, {"threads", threads},
                              {"device", device.cuda ? "cuda" : "cpu"}});
   const auto& splits = in.dataset.manifest["splits"];
@@ -229,13 +260,14 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   record->set_meta("datasets", {{"id", in.dataset.id}, {"dir", in.dataset.dir}, {"reused", in.dataset.reused},
                                 {"train", split_meta("train")}, {"eval", split_meta("eval")},
                                 {"templates", in.dataset.manifest["templates"]}});
-  record->set_meta("model", {{"arch", cfg.model.arch}, {"parameters", in.model->num_parameters()}});
-  log::line("run " + record->dir() + ": " + cfg.model.arch + " model, " + std::to_string(in.model->num_parameters()) +
+  record->set_meta("model", {{"arch", cfg.model.arch}, {"parameters", num_parameters}});
+  log::line("run " + record->dir() + ": " + cfg.model.arch + " model, " + std::to_string(num_parameters) +
             " parameters, " + splits["train"]["tokens"].dump() + " train tokens, " +
-            std::to_string(comm.size()) + " ranks x " + std::to_string(threads) + " threads, " + comm.backend());
+            std::to_string(comm.size()) + " ranks (dp " + std::to_string(in.grid->dp_size()) + " x tp " +
+            std::to_string(in.grid->tp_size()) + ") x " + std::to_string(threads) + " threads, " + comm.backend());
   try {
     train_loop(cfg, in, &*record, comm);
-    trainer::save_run_export(*in.model, cfg.model, record->dir());
+    trainer::save_run_export(*export_model(cfg, in), cfg.model, record->dir());
   } catch (const Preempted& e) {
     record->finish("interrupted", e.what());
     throw;
