@@ -29,6 +29,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   config::Section model = section("model", trainer::read_model_config, c.model);
   section("tokenizer", data::read_tokenizer_config, c.tokenizer);
   section("data", data::read_data_config, c.data);
+  section("peft", trainer::read_peft_config, c.peft);
   section("optim", trainer::read_optim_config, c.optim);
   section("schedule", trainer::read_schedule_config, c.schedule);
   config::Section train = section("train", trainer::read_train_config, c.train);
