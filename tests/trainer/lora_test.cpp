@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "trainer/config.h"
+#include "trainer/config_reader.h"
 #include "trainer/errors.h"
 #include "trainer/lora.h"
 #include "trainer/optim.h"
@@ -144,8 +145,12 @@ TEST(Lora, AfterAStepOnlyAdapterAndSavedModulesChange) {
     const std::string& name = item.key();
     bool trained = name.find("lora_B") != std::string::npos || name.rfind("lm_head", 0) == 0;
     bool frozen = name.find("lora_") == std::string::npos && name.rfind("lm_head", 0) != 0;
-    if (trained) EXPECT_FALSE(item.value().equal(before[name])) << name;
-    if (frozen) EXPECT_TRUE(item.value().equal(before[name])) << name << " is a base weight";
+    if (trained) {
+      EXPECT_FALSE(item.value().equal(before[name])) << name;
+    }
+    if (frozen) {
+      EXPECT_TRUE(item.value().equal(before[name])) << name << " is a base weight";
+    }
   }
 }
 
@@ -267,7 +272,7 @@ TEST(Lora, ConfigErrorsNameFileLineAndKey) {
   std::string e;
   try {
     load_config(dir + "/c.yaml");
-  } catch (const config::ConfigError& err) {
+  } catch (const lmforge::config::ConfigError& err) {
     e = err.what();
   }
   EXPECT_NE(e.find("c.yaml:9:6: error: peft.r"), std::string::npos) << e;
