@@ -2,6 +2,8 @@
 // adapter directory (key names, adapter_config.json). Tensor bytes go through safetensors.h.
 #include "trainer/lora.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -248,6 +250,26 @@ LoraSummary apply_lora(CausalLMImpl& model, const PeftConfig& cfg) {
   s.trainable = count(model.parameters(), true);
   s.total = count(model.parameters(), false);
   return s;
+}
+
+std::pair<std::string, std::string> check_peft_against_model(const ModelConfig& model_cfg, const PeftConfig& cfg) {
+  ModelConfig mini = model_cfg;
+  mini.from.clear();
+  mini.vocab_size = mini.hidden_size = mini.intermediate_size = mini.max_seq_len = 8;
+  mini.n_layers = mini.n_heads = mini.n_kv_heads = 1;
+  mini.head_size = 0;
+  auto generator = at::detail::getDefaultCPUGenerator();  // the run's seed must not see this model
+  torch::Tensor rng_state = generator.get_state();
+  std::pair<std::string, std::string> problem;
+  try {
+    apply_lora(*build_model(mini), cfg);
+  } catch (const InputError& e) {
+    std::string text = e.what();  // "peft.<key>: <message>"
+    size_t colon = text.find(": ");
+    problem = {text.substr(5, colon - 5), text.substr(colon + 2)};
+  }
+  generator.set_state(rng_state);
+  return problem;
 }
 
 std::string describe_trainable(const LoraSummary& s) {

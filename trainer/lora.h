@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "trainer/model.h"
@@ -69,6 +70,10 @@ struct LoraSummary {
 // modules_to_save. Throws InputError naming peft.targets (with the model's linear modules) when
 // a target matches nothing or a non-linear layer, and peft.modules_to_save for a bad name.
 LoraSummary apply_lora(CausalLMImpl& model, const PeftConfig& cfg);
+
+// Config-time check: applies `cfg` to a miniature model of model_cfg's family (layer names depend
+// on the family and flags, not the sizes). Returns {key, message} of the first problem, or {}.
+std::pair<std::string, std::string> check_peft_against_model(const ModelConfig& model_cfg, const PeftConfig& cfg);
 
 // "12345 of 67890 parameters trainable (18.2%)": the run-log line.
 std::string describe_trainable(const LoraSummary& s);

@@ -83,6 +83,15 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
+std::string config_errors(const std::string& path) {
+  try {
+    load_config(path);
+  } catch (const lmforge::config::ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
 class Methods : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 TEST_P(Methods, LogitsAtInitEqualTheBaseExactly) {
@@ -269,16 +278,22 @@ TEST(Lora, ConfigErrorsNameFileLineAndKey) {
   std::ofstream(dir + "/c.yaml") << "model:\n  arch: llama\ndata:\n  train: a.txt\ntrain:\n  max_steps: 1\n"
                                     "peft:\n  method: lora\n  r: 0\n  dropout: 1.5\n  targets: \"q_proj(\"\n"
                                     "  from: /nonexistent\n";
-  std::string e;
-  try {
-    load_config(dir + "/c.yaml");
-  } catch (const lmforge::config::ConfigError& err) {
-    e = err.what();
-  }
+  std::string e = config_errors(dir + "/c.yaml");
   EXPECT_NE(e.find("c.yaml:9:6: error: peft.r"), std::string::npos) << e;
   EXPECT_NE(e.find("c.yaml:10:12: error: peft.dropout: must be below 1"), std::string::npos) << e;
   EXPECT_NE(e.find("peft.targets: 'q_proj(' is not a valid regular expression"), std::string::npos) << e;
   EXPECT_NE(e.find("peft.from: /nonexistent: not a directory"), std::string::npos) << e;
+  fs::remove_all(dir);
+}
+
+TEST(Lora, TargetsAreCheckedAgainstTheModelWhenTheConfigLoads) {
+  std::string dir = temp_dir("config_targets");
+  std::ofstream(dir + "/c.yaml") << "run:\n  name: t\nmodel:\n  arch: gpt2\ndata:\n  train: a.txt\ntrain:\n  max_steps: 1\n"
+                                    "peft:\n  method: lora\n  targets: [c_attn, q_proj]\n";
+  std::string e = config_errors(dir + "/c.yaml");
+  EXPECT_NE(e.find("c.yaml:11:12: error: peft.targets: 'q_proj' matches no module; the model's linear modules: "
+                   "c_attn, c_proj, c_fc"),
+            std::string::npos) << e;
   fs::remove_all(dir);
 }
 
