@@ -30,6 +30,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   config::Section model = section("model", trainer::read_model_config, c.model);
   section("tokenizer", data::read_tokenizer_config, c.tokenizer);
   section("data", data::read_data_config, c.data);
+  config::Section peft = section("peft", trainer::read_peft_config, c.peft);
   section("optim", trainer::read_optim_config, c.optim);
   section("schedule", trainer::read_schedule_config, c.schedule);
   config::Section train = section("train", trainer::read_train_config, c.train);
@@ -48,6 +49,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
                                std::to_string(c.model.max_seq_len));
   if (c.model.from.empty()) {  // with model.from the sizes come from its config.json: parallelize() checks them
     for (const auto& [key, message] : parallel::tp_layout_errors(c.model, c.parallel.tp)) parallel.error("tp", message);
+  }
+  if (c.peft.enabled() && c.peft.from.empty() && diag.empty()) {
+    auto [key, message] = trainer::check_peft_against_model(c.model, c.peft);
+    if (!key.empty()) peft.error(key, message);
   }
   if (!diag.empty()) throw config::ConfigError(diag.format());
   if (c.data.cache_dir.empty()) c.data.cache_dir = c.run.output_dir + "/cache";

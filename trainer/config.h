@@ -9,6 +9,7 @@
 #include "data/tokenizer.h"
 #include "experiments/run_record.h"
 #include "parallel/launcher.h"
+#include "trainer/lora.h"
 #include "trainer/model.h"
 #include "trainer/optim.h"
 #include "trainer/trainer.h"
@@ -20,6 +21,7 @@ struct Config {
   trainer::ModelConfig model;
   data::TokenizerConfig tokenizer;
   data::DataConfig data;
+  trainer::PeftConfig peft;
   trainer::OptimConfig optim;
   trainer::ScheduleConfig schedule;
   trainer::TrainConfig train;
