@@ -383,8 +383,9 @@ class SentencePieceTokenizer : public Tokenizer {
     }
   }
 
-  // Unigram: the segmentation with the highest total piece score (float sums, first found on ties,
-  // as SentencePiece's lattice). A character no piece starts with is one unknown node.
+  // Unigram: the segmentation with the highest total piece score, a character no piece starts with
+  // being one unknown node. Near-ties are decided by rounding, so the arithmetic is SentencePiece's
+  // (unigram_model.cc EncodeOptimized): float path scores, a piece's candidate summed in double.
   std::vector<std::pair<std::string_view, int32_t>> viterbi(std::string_view s) const {
     const float lowest = -std::numeric_limits<float>::infinity();
     std::vector<float> best(s.size() + 1, lowest);
@@ -399,9 +400,9 @@ class SentencePieceTokenizer : public Tokenizer {
           auto it = index_.find(std::string(s.substr(i, len)));
           if (it == index_.end()) continue;
           single |= len == char_len;
-          float score = best[i] + it->second.second;
+          double score = static_cast<double>(it->second.second) + best[i];
           if (score > best[i + len]) {
-            best[i + len] = score;
+            best[i + len] = static_cast<float>(score);
             back[i + len] = {i, it->second.first};
           }
         }

@@ -20,9 +20,10 @@ void read_tokenizer_config(config::Section& s, TokenizerConfig& c) {
   s.field("eos", c.special.eos);
   s.field("pad", c.special.pad);
   s.field("special_tokens", c.special.extra);
-  if (c.kind == "byte") {
-    for (const char* key : {"path", "bos", "eos", "pad", "special_tokens"})
-      if (s.has(key)) s.error(key, "the byte tokenizer has no vocabulary file and fixed special ids; set kind: bpe or sentencepiece");
+  if (c.kind == "byte") {  // resolved configs spell every key: only set values are errors
+    if (!c.path.empty() || !c.special.empty())
+      s.error(c.path.empty() ? "kind" : "path",
+              "the byte tokenizer has no vocabulary file and fixed special ids; set kind: bpe or sentencepiece");
   } else if (c.path.empty()) {
     s.error("kind", "tokenizer.kind " + c.kind + " needs its vocabulary: set tokenizer.path");
   } else if (!fs::exists(c.path)) {

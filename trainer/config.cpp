@@ -38,7 +38,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   section("logging", experiments::read_logging_config, c.logging);
   root.finish();
 
-  int64_t tokenizer_vocab = data::make_tokenizer(c.tokenizer)->vocab_size();
+  // Loading the tokenizer needs a valid tokenizer section (kind bpe without a path cannot load).
+  int64_t tokenizer_vocab = diag.empty() ? data::make_tokenizer(c.tokenizer)->vocab_size() : 0;
   if (c.model.vocab_size < tokenizer_vocab)
     model.error("vocab_size", "model.vocab_size " + std::to_string(c.model.vocab_size) +
                                   " is smaller than the tokenizer's " + std::to_string(tokenizer_vocab));

@@ -16,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 
 # The corpus: the fortunes the quickstart trains on when present, else the small fixture corpus.
 fortunes=/usr/share/games/fortunes
-if [ -f "$fortunes/fortunes" ]; then cat "$fortunes"/{fortunes,computers,science} 2>/dev/null | head -c 600000 > "$work/corpus.txt"
+if [ -f "$fortunes/fortunes" ]; then cat "$fortunes"/{fortunes,computers,science} 2>/dev/null | head -c 200000 > "$work/corpus.txt"
 else cp "$root/tests/fixtures/sentencepiece/corpus.txt" "$work/corpus.txt"; fi
 train() {  # name, extra spm_train options
   local name=$1; shift
