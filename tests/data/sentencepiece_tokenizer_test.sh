@@ -16,8 +16,12 @@ trap 'rm -rf "$work"' EXIT
 
 # The corpus: the fortunes the quickstart trains on when present, else the small fixture corpus.
 fortunes=/usr/share/games/fortunes
-if [ -f "$fortunes/fortunes" ]; then cat "$fortunes"/{fortunes,computers,science} 2>/dev/null | head -c 200000 > "$work/corpus.txt"
-else cp "$root/tests/fixtures/sentencepiece/corpus.txt" "$work/corpus.txt"; fi
+if [ -f "$fortunes/fortunes" ]; then
+  cat "$fortunes"/{fortunes,computers,science} > "$work/all.txt"
+  head -c 200000 "$work/all.txt" > "$work/corpus.txt"  # ~200 KB: spm_train takes a few seconds
+else
+  cp "$root/tests/fixtures/sentencepiece/corpus.txt" "$work/corpus.txt"
+fi
 train() {  # name, extra spm_train options
   local name=$1; shift
   spm_train --input="$work/corpus.txt" --model_prefix="$work/$name" --vocab_size=400 --hard_vocab_limit=false \
