@@ -187,8 +187,8 @@ static KVCache empty_cache(const torch::nn::Module& model, int64_t layers, int64
   return cache;
 }
 
-static torch::nn::Linear make_linear(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+static Layer make_linear(int64_t in, int64_t out, bool bias) {
+  return std::make_shared<DenseLinearImpl>(in, out, bias);
 }
 
 static torch::Tensor activate(const std::string& name, const torch::Tensor& x) {
@@ -196,6 +196,65 @@ static torch::Tensor activate(const std::string& name, const torch::Tensor& x) {
   if (name == "gelu") return torch::gelu(x);
   if (name == "silu") return F::silu(x);
   return torch::gelu(x, "tanh");  // GPT-2's "gelu_new" is the tanh approximation
+}
+
+// ----------------------------------------------------------------------- replaceable layers
+
+DenseLinearImpl::DenseLinearImpl(int64_t in_features, int64_t out_features, bool has_bias) {
+  weight = register_parameter("weight", torch::empty({out_features, in_features}));
+  if (has_bias) bias = register_parameter("bias", torch::zeros({out_features}));
+}
+
+torch::Tensor DenseLinearImpl::forward(const torch::Tensor& x) { return F::linear(x, weight, bias); }
+
+TokenEmbeddingImpl::TokenEmbeddingImpl(int64_t vocab_size, int64_t dim) {
+  weight = register_parameter("weight", torch::empty({vocab_size, dim}));
+}
+
+torch::Tensor TokenEmbeddingImpl::forward(const torch::Tensor& ids) { return F::embedding(ids, weight); }
+
+torch::Tensor TiedHeadImpl::forward(const torch::Tensor& h) { return F::linear(h, weight); }
+
+void LayerHost::add_layer(const std::string& name, Layer layer, Layer& member) {
+  member = register_module(name, std::move(layer));
+  members_[name] = &member;
+}
+
+void LayerHost::replace(const std::string& name, Layer layer) {
+  auto it = members_.find(name);
+  if (it == members_.end()) throw std::invalid_argument("no replaceable layer named " + name);
+  *it->second = replace_module(name, std::move(layer));
+}
+
+std::vector<std::pair<std::string, Layer>> named_layers(torch::nn::Module& root) {
+  std::vector<std::pair<std::string, Layer>> out;
+  for (const auto& item : root.named_modules()) {
+    if (auto layer = std::dynamic_pointer_cast<LayerImpl>(item.value())) out.emplace_back(item.key(), layer);
+  }
+  return out;
+}
+
+void replace_layer(torch::nn::Module& root, const std::string& path, Layer layer) {
+  auto dot = path.rfind('.');
+  std::string parent_path = dot == std::string::npos ? "" : path.substr(0, dot);
+  std::string name = dot == std::string::npos ? path : path.substr(dot + 1);
+  std::shared_ptr<torch::nn::Module> parent;
+  if (parent_path.empty()) {
+    if (auto* host = dynamic_cast<LayerHost*>(&root)) return host->replace(name, std::move(layer));
+  } else {
+    for (const auto& item : root.named_modules()) {
+      if (item.key() == parent_path) parent = item.value();
+    }
+  }
+  auto host = std::dynamic_pointer_cast<LayerHost>(parent);
+  if (!host) throw std::invalid_argument("no replaceable layer named " + path);
+  host->replace(name, std::move(layer));
+}
+
+// The output head: its own linear, or the token embedding's weight when tied.
+static Layer head_layer(const ModelConfig& c, const Layer& embedding) {
+  if (c.tie_embeddings) return std::make_shared<TiedHeadImpl>(embedding->named_parameters(false)["weight"]);
+  return make_linear(c.hidden_size, c.vocab_size, false);
 }
 
 // ------------------------------------------------------------------------------------ llama
@@ -212,21 +271,23 @@ struct RMSNormImpl : torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
-struct LlamaAttentionImpl : torch::nn::Module {
+struct LlamaAttentionImpl : LayerHost {
   explicit LlamaAttentionImpl(const ModelConfig& c)
-      : n_heads(c.n_heads), n_kv_heads(c.kv_heads()), head_dim(c.head_dim()), inv_freq(rope_inv_freq(c)) {
-    q_proj = register_module("q_proj", make_linear(c.hidden_size, n_heads * head_dim, c.qkv_bias));
-    k_proj = register_module("k_proj", make_linear(c.hidden_size, n_kv_heads * head_dim, c.qkv_bias));
-    v_proj = register_module("v_proj", make_linear(c.hidden_size, n_kv_heads * head_dim, c.qkv_bias));
-    o_proj = register_module("o_proj", make_linear(n_heads * head_dim, c.hidden_size, c.o_bias));
+      : head_dim(c.head_dim()), inv_freq(rope_inv_freq(c)) {
+    add_layer("q_proj", make_linear(c.hidden_size, c.n_heads * head_dim, c.qkv_bias), q_proj);
+    add_layer("k_proj", make_linear(c.hidden_size, c.kv_heads() * head_dim, c.qkv_bias), k_proj);
+    add_layer("v_proj", make_linear(c.hidden_size, c.kv_heads() * head_dim, c.qkv_bias), v_proj);
+    add_layer("o_proj", make_linear(c.n_heads * head_dim, c.hidden_size, c.o_bias), o_proj);
   }
-  // x (B, T, C), pos (B, T); with a cache, attends to the cached prefix as well.
+  // x (B, T, C), pos (B, T); with a cache, attends to the cached prefix as well. Head counts come
+  // from the projections' widths, so a layer holding a slice of the heads runs unchanged.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& pos, KVCache* cache = nullptr,
                         size_t layer = 0) {
     int64_t b = x.size(0), t = x.size(1);
-    auto q = q_proj(x).view({b, t, n_heads, head_dim}).transpose(1, 2);     // (B, H, T, D)
-    auto k = k_proj(x).view({b, t, n_kv_heads, head_dim}).transpose(1, 2);  // (B, Hkv, T, D)
-    auto v = v_proj(x).view({b, t, n_kv_heads, head_dim}).transpose(1, 2);
+    auto q = q_proj->forward(x).view({b, t, -1, head_dim}).transpose(1, 2);  // (B, H, T, D)
+    auto k = k_proj->forward(x).view({b, t, -1, head_dim}).transpose(1, 2);  // (B, Hkv, T, D)
+    auto v = v_proj->forward(x).view({b, t, -1, head_dim}).transpose(1, 2);
+    int64_t n_heads = q.size(1), n_kv_heads = k.size(1);
     q = apply_rope(q, pos, inv_freq);
     k = apply_rope(k, pos, inv_freq);
     torch::Tensor y;  // (B, H, T, D)
@@ -239,25 +300,25 @@ struct LlamaAttentionImpl : torch::nn::Module {
       }
       y = causal_attention(q, k, v);
     }
-    return o_proj(y.transpose(1, 2).reshape({b, t, n_heads * head_dim}));
+    return o_proj->forward(y.transpose(1, 2).reshape({b, t, n_heads * head_dim}));
   }
-  int64_t n_heads, n_kv_heads, head_dim;
+  int64_t head_dim;
   torch::Tensor inv_freq;  // (D/2) fp32; not a parameter or buffer: derived from the config
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Layer q_proj, k_proj, v_proj, o_proj;
 };
 TORCH_MODULE(LlamaAttention);
 
-struct LlamaMLPImpl : torch::nn::Module {
+struct LlamaMLPImpl : LayerHost {
   explicit LlamaMLPImpl(const ModelConfig& c) : act(c.activation.empty() ? "silu" : c.activation) {
-    gate_proj = register_module("gate_proj", make_linear(c.hidden_size, c.ffn_size(), c.mlp_bias));
-    up_proj = register_module("up_proj", make_linear(c.hidden_size, c.ffn_size(), c.mlp_bias));
-    down_proj = register_module("down_proj", make_linear(c.ffn_size(), c.hidden_size, c.mlp_bias));
+    add_layer("gate_proj", make_linear(c.hidden_size, c.ffn_size(), c.mlp_bias), gate_proj);
+    add_layer("up_proj", make_linear(c.hidden_size, c.ffn_size(), c.mlp_bias), up_proj);
+    add_layer("down_proj", make_linear(c.ffn_size(), c.hidden_size, c.mlp_bias), down_proj);
   }
   torch::Tensor forward(const torch::Tensor& x) {  // SwiGLU: (B, T, C) -> (B, T, F) -> (B, T, C)
-    return down_proj(activate(act, gate_proj(x)) * up_proj(x));
+    return down_proj->forward(activate(act, gate_proj->forward(x)) * up_proj->forward(x));
   }
   std::string act;
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Layer gate_proj, up_proj, down_proj;
 };
 TORCH_MODULE(LlamaMLP);
 
@@ -279,20 +340,20 @@ struct LlamaDecoderLayerImpl : torch::nn::Module {
 };
 TORCH_MODULE(LlamaDecoderLayer);
 
-struct LlamaModelImpl : torch::nn::Module {
+struct LlamaModelImpl : LayerHost {
   explicit LlamaModelImpl(const ModelConfig& c) {
-    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+    add_layer("embed_tokens", std::make_shared<TokenEmbeddingImpl>(c.vocab_size, c.hidden_size), embed_tokens);
     layers = register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.n_layers; ++i) layers->push_back(LlamaDecoderLayer(c));
     norm = register_module("norm", RMSNorm(c.hidden_size, c.norm_eps));
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& pos,
                         KVCache* cache = nullptr) {  // (B, T) -> (B, T, C)
-    auto x = embed_tokens(tokens);
+    auto x = embed_tokens->forward(tokens);
     for (size_t i = 0; i < layers->size(); ++i) x = layers[i]->as<LlamaDecoderLayer>()->forward(x, pos, cache, i);
     return norm(x);
   }
-  torch::nn::Embedding embed_tokens{nullptr};
+  Layer embed_tokens;
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};
 };
@@ -302,24 +363,24 @@ class LlamaForCausalLM : public CausalLMImpl {
  public:
   explicit LlamaForCausalLM(const ModelConfig& c) : cfg_(c) {
     model = register_module("model", LlamaModel(c));
-    if (!c.tie_embeddings) lm_head = register_module("lm_head", make_linear(c.hidden_size, c.vocab_size, false));
+    add_layer("lm_head", head_layer(c, model->embed_tokens), lm_head);
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids) override {
     check_window(tokens.size(1));
     auto pos = position_ids.defined() ? position_ids : default_positions(tokens);
-    return head(model->forward(tokens, pos));
+    return lm_head->forward(model->forward(tokens, pos));
   }
   KVCache make_cache(int64_t batch, int64_t capacity) const override {
     return empty_cache(*this, cfg_.n_layers, batch, cfg_.kv_heads(), cfg_.head_dim(), capacity);
   }
   torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) override {
     check_window(cache.length + tokens.size(1));
-    auto logits = head(model->forward(tokens, positions_from(tokens, cache.length), &cache));
+    auto logits = lm_head->forward(model->forward(tokens, positions_from(tokens, cache.length), &cache));
     cache.length += tokens.size(1);
     return logits;
   }
   LlamaModel model{nullptr};
-  torch::nn::Linear lm_head{nullptr};
+  Layer lm_head;
 
  private:
   void check_window(int64_t t) const {
@@ -327,42 +388,41 @@ class LlamaForCausalLM : public CausalLMImpl {
                 " tokens is longer than the sliding window of ", cfg_.sliding_window,
                 " (sliding-window attention is not implemented)");
   }
-  torch::Tensor head(const torch::Tensor& h) {  // (B, T, C) -> (B, T, V)
-    return lm_head ? lm_head(h) : F::linear(h, model->embed_tokens->weight);
-  }
   ModelConfig cfg_;
 };
 
 // ------------------------------------------------------------------------------------- gpt2
 
-struct GPT2AttentionImpl : torch::nn::Module {
-  explicit GPT2AttentionImpl(const ModelConfig& c) : n_heads(c.n_heads), head_dim(c.head_dim()) {
-    c_attn = register_module("c_attn", make_linear(c.hidden_size, 3 * c.hidden_size, true));
-    c_proj = register_module("c_proj", make_linear(c.hidden_size, c.hidden_size, true));
+struct GPT2AttentionImpl : LayerHost {
+  explicit GPT2AttentionImpl(const ModelConfig& c) : head_dim(c.head_dim()) {
+    add_layer("c_attn", make_linear(c.hidden_size, 3 * c.hidden_size, true), c_attn);
+    add_layer("c_proj", make_linear(c.hidden_size, c.hidden_size, true), c_proj);
   }
-  torch::Tensor forward(const torch::Tensor& x, KVCache* cache = nullptr, size_t layer = 0) {  // (B, T, C)
+  // (B, T, C); the head count comes from c_attn's width (q, k, v thirds), as in llama's attention.
+  torch::Tensor forward(const torch::Tensor& x, KVCache* cache = nullptr, size_t layer = 0) {
     int64_t b = x.size(0), t = x.size(1);
-    auto qkv = c_attn(x).split(n_heads * head_dim, -1);  // 3 x (B, T, C)
+    auto qkv = c_attn->forward(x).chunk(3, -1);  // 3 x (B, T, H*D)
+    int64_t n_heads = qkv[0].size(-1) / head_dim;
     auto heads = [&](const torch::Tensor& z) { return z.view({b, t, n_heads, head_dim}).transpose(1, 2); };
     auto y = cache ? cached_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]), *cache, layer)
                    : causal_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]));  // (B, H, T, D)
-    return c_proj(y.transpose(1, 2).reshape({b, t, n_heads * head_dim}));
+    return c_proj->forward(y.transpose(1, 2).reshape({b, t, n_heads * head_dim}));
   }
-  int64_t n_heads, head_dim;
-  torch::nn::Linear c_attn{nullptr}, c_proj{nullptr};
+  int64_t head_dim;
+  Layer c_attn, c_proj;
 };
 TORCH_MODULE(GPT2Attention);
 
-struct GPT2MLPImpl : torch::nn::Module {
+struct GPT2MLPImpl : LayerHost {
   explicit GPT2MLPImpl(const ModelConfig& c) : act(c.activation.empty() ? "gelu_new" : c.activation) {
-    c_fc = register_module("c_fc", make_linear(c.hidden_size, c.ffn_size(), true));
-    c_proj = register_module("c_proj", make_linear(c.ffn_size(), c.hidden_size, true));
+    add_layer("c_fc", make_linear(c.hidden_size, c.ffn_size(), true), c_fc);
+    add_layer("c_proj", make_linear(c.ffn_size(), c.hidden_size, true), c_proj);
   }
   torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C) -> (B, T, F) -> (B, T, C)
-    return c_proj(activate(act, c_fc(x)));
+    return c_proj->forward(activate(act, c_fc->forward(x)));
   }
   std::string act;
-  torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};
+  Layer c_fc, c_proj;
 };
 TORCH_MODULE(GPT2MLP);
 
@@ -384,9 +444,9 @@ struct GPT2BlockImpl : torch::nn::Module {
 };
 TORCH_MODULE(GPT2Block);
 
-struct GPT2ModelImpl : torch::nn::Module {
+struct GPT2ModelImpl : LayerHost {
   explicit GPT2ModelImpl(const ModelConfig& c) {
-    wte = register_module("wte", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+    add_layer("wte", std::make_shared<TokenEmbeddingImpl>(c.vocab_size, c.hidden_size), wte);
     wpe = register_module("wpe", torch::nn::Embedding(c.max_seq_len, c.hidden_size));
     h = register_module("h", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.n_layers; ++i) h->push_back(GPT2Block(c));
@@ -394,11 +454,12 @@ struct GPT2ModelImpl : torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& pos,
                         KVCache* cache = nullptr) {  // (B, T) -> (B, T, C)
-    auto x = wte(tokens) + wpe(pos);
+    auto x = wte->forward(tokens) + wpe(pos);
     for (size_t i = 0; i < h->size(); ++i) x = h[i]->as<GPT2Block>()->forward(x, cache, i);
     return ln_f(x);
   }
-  torch::nn::Embedding wte{nullptr}, wpe{nullptr};
+  Layer wte;
+  torch::nn::Embedding wpe{nullptr};
   torch::nn::ModuleList h{nullptr};
   torch::nn::LayerNorm ln_f{nullptr};
 };
@@ -408,32 +469,29 @@ class GPT2LMHeadModel : public CausalLMImpl {
  public:
   explicit GPT2LMHeadModel(const ModelConfig& c) : cfg_(c) {
     transformer = register_module("transformer", GPT2Model(c));
-    if (!c.tie_embeddings) lm_head = register_module("lm_head", make_linear(c.hidden_size, c.vocab_size, false));
+    add_layer("lm_head", head_layer(c, transformer->wte), lm_head);
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids) override {
     check_length(tokens.size(1));
     auto pos = position_ids.defined() ? position_ids : default_positions(tokens);
-    return head(transformer->forward(tokens, pos));
+    return lm_head->forward(transformer->forward(tokens, pos));
   }
   KVCache make_cache(int64_t batch, int64_t capacity) const override {
     return empty_cache(*this, cfg_.n_layers, batch, cfg_.n_heads, cfg_.head_dim(), capacity);
   }
   torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) override {
     check_length(cache.length + tokens.size(1));
-    auto logits = head(transformer->forward(tokens, positions_from(tokens, cache.length), &cache));
+    auto logits = lm_head->forward(transformer->forward(tokens, positions_from(tokens, cache.length), &cache));
     cache.length += tokens.size(1);
     return logits;
   }
   GPT2Model transformer{nullptr};
-  torch::nn::Linear lm_head{nullptr};
+  Layer lm_head;
 
  private:
   void check_length(int64_t t) const {
     TORCH_CHECK(t <= cfg_.max_seq_len, "sequence of ", t, " tokens is longer than model.max_seq_len ",
                 cfg_.max_seq_len);
-  }
-  torch::Tensor head(const torch::Tensor& h) {  // (B, T, C) -> (B, T, V)
-    return lm_head ? lm_head(h) : F::linear(h, transformer->wte->weight);
   }
   ModelConfig cfg_;
 };

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,8 +61,61 @@ struct KVCache {
   int64_t capacity() const { return keys.empty() ? 0 : keys[0].size(2); }
 };
 
+// A layer the model calls with one tensor: the seam where LoRA (trainer/lora) and tensor
+// parallelism (parallel/) put in their own versions without the model knowing of them.
+class LayerImpl : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+  virtual bool is_embedding() const { return false; }  // embeddings are not weight-decayed by default
+};
+using Layer = std::shared_ptr<LayerImpl>;
+
+// y = x W^T + b: weight (out, in), bias (out) or undefined. Parameter names as torch::nn::Linear.
+class DenseLinearImpl : public LayerImpl {
+ public:
+  DenseLinearImpl(int64_t in_features, int64_t out_features, bool bias);
+  torch::Tensor forward(const torch::Tensor& x) override;  // (..., in) -> (..., out)
+  torch::Tensor weight, bias;
+};
+
+// Token ids (B, T) -> rows of weight (V, C): (B, T, C).
+class TokenEmbeddingImpl : public LayerImpl {
+ public:
+  TokenEmbeddingImpl(int64_t vocab_size, int64_t dim);
+  torch::Tensor forward(const torch::Tensor& ids) override;
+  bool is_embedding() const override { return true; }
+  torch::Tensor weight;
+};
+
+// The output head of a model with tied embeddings: logits = h E^T with the embedding's weight,
+// which it holds but does not register (the embedding owns the parameter).
+class TiedHeadImpl : public LayerImpl {
+ public:
+  explicit TiedHeadImpl(torch::Tensor embedding_weight) : weight(std::move(embedding_weight)) {}
+  torch::Tensor forward(const torch::Tensor& h) override;  // (B, T, C) -> (B, T, V)
+  torch::Tensor weight;
+};
+
+// A module whose replaceable layers sit in `Layer` members registered with add_layer, so that
+// replace_layer can swap both the registered child and the member the forward pass calls.
+class LayerHost : public torch::nn::Module {
+ public:
+  void replace(const std::string& name, Layer layer);
+
+ protected:
+  void add_layer(const std::string& name, Layer layer, Layer& member);
+
+ private:
+  std::map<std::string, Layer*> members_;
+};
+
+// Every replaceable layer with its qualified name ("model.layers.0.self_attn.q_proj"), in module order.
+std::vector<std::pair<std::string, Layer>> named_layers(torch::nn::Module& root);
+// Puts `layer` at `path` (a name from named_layers). Throws std::invalid_argument for any other path.
+void replace_layer(torch::nn::Module& root, const std::string& path, Layer layer);
+
 // Every family implements this: token ids in, next-token logits out.
-class CausalLMImpl : public torch::nn::Module {
+class CausalLMImpl : public LayerHost {
  public:
   // tokens (B, T) int64; position_ids (B, T) or undefined for 0..T-1 -> logits (B, T, V)
   virtual torch::Tensor forward(const torch::Tensor& tokens,

@@ -9,6 +9,7 @@
 
 #include "trainer/config_reader.h"
 #include "trainer/errors.h"
+#include "trainer/model.h"
 
 namespace lmforge::trainer {
 
@@ -45,6 +46,10 @@ std::unique_ptr<torch::optim::AdamW> make_optimizer(torch::nn::Module& model, co
   std::set<torch::TensorImpl*> embeddings;
   for (const auto& m : model.modules()) {
     if (auto* emb = m->as<torch::nn::EmbeddingImpl>()) embeddings.insert(emb->weight.unsafeGetTensorImpl());
+    auto* layer = m->as<LayerImpl>();
+    if (layer && layer->is_embedding()) {
+      for (const auto& p : layer->parameters(false)) embeddings.insert(p.unsafeGetTensorImpl());
+    }
   }
   std::vector<torch::Tensor> decay, no_decay;
   for (const auto& p : model.parameters()) {

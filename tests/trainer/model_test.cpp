@@ -148,3 +148,43 @@ TEST(PositionIds, ResetPositionsChangeLlamaOutputs) {
 }
 
 }  // namespace
+
+// The seam LoRA and tensor parallelism use: a replaced layer is both in the module tree and the
+// one the forward pass calls.
+struct ScaledLinearImpl : LayerImpl {
+  explicit ScaledLinearImpl(Layer base) : base(register_module("base", std::move(base))) {}
+  torch::Tensor forward(const torch::Tensor& x) override { return 2.0 * base->forward(x); }
+  Layer base;
+};
+
+TEST(ReplaceableLayers, AReplacedLayerIsRegisteredAndCalled) {
+  torch::manual_seed(0);
+  ModelConfig c;
+  c.arch = "llama";
+  c.vocab_size = 50, c.hidden_size = 32, c.n_layers = 2, c.n_heads = 4;
+  auto model = build_model(c);
+  std::map<std::string, Layer> layers;
+  for (auto& [name, layer] : named_layers(*model)) layers[name] = layer;
+  EXPECT_EQ(layers.size(), 2u * 7u + 2u) << "7 linears per layer, the embedding and the head";
+  ASSERT_TRUE(layers.count("model.layers.1.mlp.down_proj"));
+  auto tokens = torch::randint(50, {2, 5});
+  auto before = model->forward(tokens);
+  replace_layer(*model, "lm_head", std::make_shared<ScaledLinearImpl>(layers["lm_head"]));
+  EXPECT_TRUE(model->forward(tokens).equal(2.0 * before));
+  EXPECT_EQ(model->named_parameters().contains("lm_head.base.weight"), true);
+  EXPECT_THROW(replace_layer(*model, "model.layers.0.self_attn.nope", layers["lm_head"]),
+               std::invalid_argument);
+  EXPECT_THROW(replace_layer(*model, "model.norm", layers["lm_head"]), std::invalid_argument);
+}
+
+TEST(ReplaceableLayers, TiedHeadUsesTheEmbeddingWeightWithoutOwningIt) {
+  ModelConfig c;
+  c.arch = "gpt2";
+  c.vocab_size = 50, c.hidden_size = 32, c.n_layers = 1, c.n_heads = 4, c.tie_embeddings = true;
+  auto model = build_model(c);
+  auto params = model->named_parameters();
+  EXPECT_FALSE(params.contains("lm_head.weight"));
+  auto head = std::dynamic_pointer_cast<TiedHeadImpl>(named_layers(*model).back().second);
+  ASSERT_TRUE(head);
+  EXPECT_TRUE(head->weight.is_same(params["transformer.wte.weight"]));
+}
