@@ -17,6 +17,7 @@
 #include "data/tokenizer.h"
 #include "experiments/run_record.h"
 #include "experiments/runs.h"
+#include "launch/data_commands.h"
 #include "launch/hf_commands.h"
 #include "parallel/comm.h"
 #include "parallel/grid.h"
@@ -407,6 +408,7 @@ int main(int argc, char** argv) {
   for (CLI::App* sub : {runs_list, runs_show, runs_diff})
     sub->add_option("--output-dir", output_dir, "root of run directories (run.output_dir; default runs)");
   auto hf_commands = launch::add_hf_commands(app);
+  auto data_commands = launch::add_data_commands(app);
 
   try {
     app.parse(argc, argv);
@@ -427,6 +429,7 @@ int main(int argc, char** argv) {
                                           experiments::resolve_run(run_b, output_dir));
     if (*runs_cmd) return kExitOk;
     if (int code = launch::run_hf_command(*hf_commands); code >= 0) return code;
+    if (int code = launch::run_data_command(*data_commands); code >= 0) return code;
     if (*version_cmd) {
       std::printf("lmforge 0.1.0 (LibTorch %s)\n", TORCH_VERSION);
       return kExitOk;
