@@ -180,6 +180,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
     if (!resume_from.empty()) record->set_meta("parent_checkpoint", resume_from);
   }
   in.run_dir = parallel::broadcast_string(*control, is_root ? record->dir() : "", 0);
+  if (is_root && cfg.logging.tensorboard) record->enable_tensorboard();
   log::open_rank_file(in.run_dir + "/logs/rank_" + std::to_string(control->rank()) + ".log");
   in.lineage = {{"config_sha256", sha256_hex(cfg.resolved_yaml)}, {"train_dataset", in.train.id},
                 {"eval_dataset", in.eval.id}, {"code_version", experiments::code_version_text()}};
