@@ -12,8 +12,10 @@
 #include "data/hf_tokenizer.h"
 #include "data/text_dataset.h"
 #include "data/tokenizer.h"
+#include "experiments/eval_suite.h"
 #include "experiments/run_record.h"
 #include "experiments/runs.h"
+#include "launch/eval_command.h"
 #include "launch/hf_commands.h"
 #include "parallel/comm.h"
 #include "parallel/launcher.h"
@@ -84,7 +86,23 @@ struct TrainInputs {
   data::TokenCorpus train, eval;
   std::string run_dir, resume_from;  // resume_from: a verified checkpoint directory, or empty
   std::map<std::string, std::string> lineage;
+  const data::Tokenizer* tokenizer = nullptr;  // owned by train()
 };
+
+// eval.suites at every eval point: results to <run>/eval/<suite>/<step>.json and metrics.jsonl.
+std::function<void(int64_t)> eval_suites_hook(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record,
+                                              parallel::Comm& comm) {
+  if (cfg.eval_suites.empty()) return nullptr;
+  return [&cfg, &in, record, &comm](int64_t step) {
+    experiments::EvalModel m{*in.model, *in.tokenizer, {in.tokenizer->eos_id()}, cfg.model.max_seq_len};
+    for (const auto& suite : cfg.eval_suites) {
+      nlohmann::json result = experiments::run_eval_suite(suite, m, comm, step);
+      if (!record) continue;
+      experiments::write_eval_result(record->dir(), result);
+      record->append_metrics(experiments::eval_metrics_row(result));
+    }
+  };
+}
 
 int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record, parallel::Comm& comm) {
   trainer::TrainerSettings settings;
@@ -97,6 +115,7 @@ int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord*
   settings.zero = cfg.parallel.zero == 1;
   settings.run_dir = in.run_dir;
   settings.lineage = in.lineage;
+  settings.on_eval = eval_suites_hook(cfg, in, record, comm);
   settings.live_progress = cfg.logging.progress == "always" || (cfg.logging.progress == "auto" && isatty(2));
   data::WindowSampler sampler(in.train.tokens, cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed));
   trainer::Trainer trainer(in.model, settings, std::move(sampler), in.eval.tokens, record, comm);
@@ -161,6 +180,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   // An HF directory's own tokenizer wins over tokenizer.kind: its ids are the ones the weights know.
   std::unique_ptr<data::Tokenizer> tokenizer = cfg.model.from.empty() ? nullptr : data::load_hf_tokenizer(cfg.model.from);
   if (!tokenizer) tokenizer = data::make_tokenizer(cfg.tokenizer);
+  in.tokenizer = tokenizer.get();
   in.train = data::open_text_corpus(cfg.data.train, *tokenizer, cfg.data.cache_dir, "data.train");
   check_corpus_length(in.train, cfg.train.seq_len, "data.train");
   if (!cfg.data.eval.empty()) {
@@ -270,6 +290,7 @@ int main(int argc, char** argv) {
   for (CLI::App* sub : {runs_list, runs_show, runs_diff})
     sub->add_option("--output-dir", output_dir, "root of run directories (run.output_dir; default runs)");
   auto hf_commands = launch::add_hf_commands(app);
+  auto eval_commands = launch::add_eval_commands(app);
 
   try {
     app.parse(argc, argv);
@@ -288,6 +309,7 @@ int main(int argc, char** argv) {
                                           experiments::resolve_run(run_b, output_dir));
     if (*runs_cmd) return kExitOk;
     if (int code = launch::run_hf_command(*hf_commands); code >= 0) return code;
+    if (int code = launch::run_eval_command(*eval_commands); code >= 0) return code;
     if (*version_cmd) {
       std::printf("lmforge 0.1.0 (LibTorch %s)\n", TORCH_VERSION);
       return kExitOk;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <chrono>
 #include <memory>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -71,6 +72,7 @@ struct TrainerSettings {
   bool zero = false;           // shard the optimizer state across ranks (ZeRO-1)
   std::string run_dir;         // checkpoints go to <run_dir>/checkpoints; empty: no checkpoints
   std::map<std::string, std::string> lineage;  // config hash, dataset ids, code version: into manifests
+  std::function<void(int64_t step)> on_eval;    // more evaluation at each eval point (eval suites); collective
 };
 
 struct EvalResult {
