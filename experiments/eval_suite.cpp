@@ -3,6 +3,7 @@
 #include "experiments/eval_suite.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -412,7 +413,8 @@ std::string write_eval_result(const std::string& dir, const json& result) {
 
 std::string check_gate(const std::string& gate, const json& row) {
   size_t at = gate.find_first_of("<>");
-  if (at == std::string::npos || at == 0)
+  auto name_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '/' || c == '-'; };
+  if (at == std::string::npos || at == 0 || !std::all_of(gate.begin(), gate.begin() + at, name_char))
     throw InputError("--gate '" + gate + "': expected METRIC>=VALUE (or <=, >, <), e.g. exact_match>=0.5");
   bool or_equal = at + 1 < gate.size() && gate[at + 1] == '=';
   std::string metric = gate.substr(0, at), op = gate.substr(at, or_equal ? 2 : 1), number = gate.substr(at + op.size());

@@ -260,6 +260,7 @@ std::vector<std::string> write_report(const std::vector<std::string>& run_dirs, 
   std::vector<Run> runs;
   for (const auto& dir : run_dirs) runs.push_back(read_run(dir));
   std::vector<std::string> written;
+  if (!fs::path(out_html).parent_path().empty()) fs::create_directories(fs::path(out_html).parent_path());
   std::ostringstream html;
   html << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>lmforge report</title>\n"
        << "<style>body{font-family:sans-serif;margin:24px;max-width:1340px}"
@@ -287,7 +288,6 @@ std::vector<std::string> write_report(const std::vector<std::string>& run_dirs, 
          << "<h3>Meta</h3>\n<pre>" << escape(run.meta.dump(2)) << "</pre>\n";
   }
   html << "</body></html>\n";
-  if (!fs::path(out_html).parent_path().empty()) fs::create_directories(fs::path(out_html).parent_path());
   write_file_atomic(out_html, html.str());
   written.insert(written.begin(), out_html);
   return written;

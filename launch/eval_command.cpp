@@ -2,6 +2,7 @@
 // `lmforge report` (HTML pages of runs). Option parsing and output only.
 #include "launch/eval_command.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -38,7 +39,7 @@ namespace {
 
 // The run a model directory belongs to: the run directory itself, or the run its export/ sits in.
 std::string run_of(const std::string& model_dir) {
-  for (const fs::path dir : {fs::path(model_dir), fs::path(model_dir) / ".."})
+  for (const fs::path& dir : {fs::path(model_dir), fs::path(model_dir) / ".."})
     if (fs::exists(dir / "meta.json") && fs::exists(dir / "metrics.jsonl")) return dir.lexically_normal().string();
   return "";
 }
@@ -68,7 +69,16 @@ int run_eval(const EvalCommands& c) {
     throw InputError("--adapter " + c.adapter_dir + ": evaluating LoRA adapters is not available yet (the LoRA "
                      "branch has not landed in this build); evaluate a merged export instead");
   std::vector<experiments::EvalSuiteConfig> suites = experiments::load_eval_suites(c.suite_path);
-  for (const auto& gate : c.gates) experiments::check_gate(gate, {{gate.substr(0, gate.find_first_of("<>")), 0.0}});
+  for (const auto& gate : c.gates) {  // checked before any model is loaded
+    std::string metric = gate.substr(0, gate.find_first_of("<>"));
+    experiments::check_gate(gate, {{metric, 0.0}});
+    const auto& names = experiments::eval_metric_names();
+    if (std::find(names.begin(), names.end(), metric.substr(metric.rfind('/') + 1)) == names.end()) {
+      std::string available;
+      for (const auto& n : names) available += (available.empty() ? "" : ", ") + n;
+      throw InputError("--gate '" + gate + "': '" + metric + "' is no eval metric; available: " + available);
+    }
+  }
   parallel::LaunchEnv env = parallel::detect_launch_env();
   std::unique_ptr<parallel::Comm> comm = env.world_size > 1 ? parallel::make_mpi_world_comm() : parallel::make_self_comm();
   parallel::configure_threads(parallel::ParallelConfig{}, env, /*bf16_matmuls=*/false);

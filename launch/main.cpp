@@ -99,7 +99,12 @@ std::function<void(int64_t)> eval_suites_hook(const Config& cfg, const TrainInpu
       nlohmann::json result = experiments::run_eval_suite(suite, m, comm, step);
       if (!record) continue;
       experiments::write_eval_result(record->dir(), result);
-      record->append_metrics(experiments::eval_metrics_row(result));
+      nlohmann::json row = experiments::eval_metrics_row(result);
+      record->append_metrics(row);
+      std::string text = "eval " + suite.name + " step " + std::to_string(step) + ":";
+      for (const auto& [key, value] : row.items())
+        if (value.is_number_float()) text += " " + key.substr(key.find('/', 5) + 1) + " " + std::to_string(value.get<double>());
+      log::line(text);
     }
   };
 }
