@@ -8,18 +8,9 @@ LMFORGE=${1:?usage: eval_cli_test.sh PATH/TO/lmforge MPIRUN}
 MPIRUN=${2:-mpirun --allow-run-as-root --oversubscribe --bind-to none}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $1"; sed 's/^/    /' "$work/out" | head -20; }
+source "$(dirname "$0")/tap.sh"
+# run CMD... -- the exit code in $rc and the output in $work/out, for expect
 run() { "$@" >"$work/out" 2>&1; rc=$?; }
-expect() {  # expect NAME CODE PATTERN...
-  local name=$1 code=$2; shift 2
-  if [ "$rc" != "$code" ]; then not_ok "$name (exit $rc, wanted $code)"; return; fi
-  for pat in "$@"; do
-    if ! grep -qF -- "$pat" "$work/out"; then not_ok "$name (missing: $pat)"; return; fi
-  done
-  ok "$name"
-}
 json() { /usr/bin/python3 -c "import json,sys; print($2)" <"$1"; }  # json FILE EXPR-over-j
 
 cp tests/fixtures/eval/qa.jsonl tests/fixtures/eval/choice.jsonl tests/fixtures/eval/proverbs.txt \
