@@ -308,7 +308,8 @@ json run_perplexity(const EvalTaskConfig& t, const std::vector<std::string>& tex
 json run_task(const EvalTaskConfig& t, EvalModel& m, parallel::Comm& comm) {
   std::string kind = t.kind;
   json out;
-  const bool text_file = fs::path(t.data).extension() == ".txt";
+  const std::string extension = fs::path(t.data).extension().string();
+  const bool text_file = extension == ".txt" || (kind == "perplexity" && extension != ".jsonl");
   if (text_file) {
     if (kind != "perplexity")
       throw InputError(t.where + ": task '" + t.name + "': " + t.data + " is plain text, which only a perplexity task reads");

@@ -26,7 +26,7 @@ namespace lmforge::experiments {
 
 struct EvalTaskConfig {
   std::string name;
-  std::string data;              // JSONL records, or plain text (.txt) for perplexity; relative paths
+  std::string data;              // JSONL records (.jsonl), or plain text for perplexity; relative paths
                                  // are resolved against the file that names them
   std::string kind = "auto";     // generate | choice | perplexity; auto: .txt -> perplexity,
                                  // records with "choices" -> choice, else generate
