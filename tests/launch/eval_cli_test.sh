@@ -80,6 +80,15 @@ else
   not_ok "1 vs 2 ranks (exit $rc)"
 fi
 
+run $MPIRUN -np 2 "$LMFORGE" train "$work/train.yaml" --set run.name=evaldp --set train.max_steps=4 \
+  --set train.eval_every=2
+dp_run=$(tail -1 "$work/out")
+if [ "$rc" = 0 ] && [ -f "$dp_run/eval/held/2.json" ] && [ -f "$dp_run/eval/held/4.json" ]; then
+  ok "eval.suites during 2-rank training"
+else
+  not_ok "eval.suites during 2-rank training (exit $rc)"
+fi
+
 # --- bad input -----------------------------------------------------------------------------
 printf '{"question": "a", "answer": "b"}\n{"question": "c", "answer"\n' >"$work/broken.jsonl"
 sed 's/data: qa.jsonl/data: broken.jsonl/' "$work/suite.yaml" >"$work/broken.yaml"
