@@ -175,8 +175,17 @@ void write_model_card(const std::string& run_dir, const std::string& export_dir)
        << "\n\n## Evaluation\n\n"
        << "| step | train loss | eval loss | eval perplexity |\n|---|---|---|---|\n"
        << "| " << number(f.train, "step", "%.0f") << " | " << number(f.train, "loss") << " | "
-       << number(f.eval, "eval_loss") << " | " << number(f.eval, "eval_ppl", "%.2f") << " |\n\n"
-       << "## Config\n\n```yaml\n" << config << "```\n";
+       << number(f.eval, "eval_loss") << " | " << number(f.eval, "eval_ppl", "%.2f") << " |\n\n";
+  bool suites = false;
+  for (const auto& [key, value] : last_eval_metrics(run_dir)) {
+    if (key.rfind("eval/", 0) != 0) continue;
+    if (!suites) card << "| eval suite / task / metric | value |\n|---|---|\n";
+    suites = true;
+    char cell[32];
+    std::snprintf(cell, sizeof cell, "%.4f", value);
+    card << "| " << key.substr(5) << " | " << cell << " |\n";
+  }
+  card << (suites ? "\n" : "") << "## Config\n\n```yaml\n" << config << "```\n";
   fs::create_directories(export_dir);
   std::ofstream out(fs::path(export_dir) / "README.md", std::ios::trunc);
   out << card.str();

@@ -40,6 +40,11 @@ if [ -f "$trained/eval/held/20.json" ] && [ -f "$trained/eval/held/40.json" ] &&
 else
   not_ok "eval results of the training run"
 fi
+if grep -qF "| held/proverbs/bits_per_byte | " "$trained/export/README.md"; then
+  ok "the model card carries the last eval suite results"
+else
+  not_ok "model card eval results"
+fi
 events=$(ls "$trained"/tensorboard/events.out.tfevents.* 2>/dev/null | head -1)
 run /usr/bin/python3 tests/tools/read_tfevents.py "$events"
 expect "TensorBoard events parse (lengths and CRCs) and carry the eval scalars" 0 '"eval/held/proverbs/bits_per_byte"' '"loss"'
