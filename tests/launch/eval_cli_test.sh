@@ -76,6 +76,14 @@ expect "gate met: exit 0" 0 "gate bits_per_byte<=$base_bpb: passed"
 run "$LMFORGE" eval --model "$base" "$work/suite.yaml" --out "$work/gated" --gate "bits_per_byte<=$trained_bpb"
 expect "gate missed: exit 1" 1 "gate bits_per_byte<=$trained_bpb: MISSED (eval/smoke/proverbs/bits_per_byte = "
 
+run "$LMFORGE" eval --model "$trained" "$work/suite.yaml" --out "$work/cmp" --compare "$base"
+expect "--compare prints base and fine-tune with the change" 0 "A: $base" "B: $trained" "eval/smoke/proverbs/bits_per_byte"
+if grep "eval/smoke/proverbs/bits_per_byte" "$work/out" | tail -1 | grep -q ' -[0-9]'; then
+  ok "--compare: the fine-tune lowers bits per byte"
+else
+  not_ok "--compare change column"
+fi
+
 # --- 1 vs 2 data-parallel ranks ------------------------------------------------------------
 run "$LMFORGE" eval --model "$trained" "$work/suite.yaml" --out "$work/np1"
 run $MPIRUN -np 2 "$LMFORGE" eval --model "$trained" "$work/suite.yaml" --out "$work/np2"
