@@ -221,7 +221,7 @@ std::string diff_runs(const std::string& run_a, const std::string& run_b) {
   if (ea.empty()) return out.str();
   out << "\neval (last results):\n";
   char line[512];
-  std::snprintf(line, sizeof line, "  %-40s %12s %12s %12s\n", "metric", "A", "B", "change");
+  std::snprintf(line, sizeof line, "  %-52s %12s %12s %12s\n", "metric", "A", "B", "change");
   out << line;
   for (const auto& [key, a_value] : ea) {
     double b_value = eb.count(key) ? eb[key] : std::nan("");
@@ -230,7 +230,7 @@ std::string diff_runs(const std::string& run_a, const std::string& run_b) {
       std::snprintf(buf, sizeof buf, format, v);
       return std::isnan(v) ? std::string("-") : std::string(buf);
     };
-    std::snprintf(line, sizeof line, "  %-40s %12s %12s %12s\n", key.c_str(), cell(a_value, "%.4f").c_str(),
+    std::snprintf(line, sizeof line, "  %-52s %12s %12s %12s\n", key.c_str(), cell(a_value, "%.4f").c_str(),
                   cell(b_value, "%.4f").c_str(), cell(b_value - a_value, "%+.4f").c_str());
     out << line;
   }

@@ -99,13 +99,13 @@ json evaluate_model(const std::string& model_dir, const EvalCommands& c,
 
 // The --compare table: the other model (A), this one (B) and the change B - A.
 void print_comparison(const std::string& a_dir, const json& a, const std::string& b_dir, const json& b) {
-  std::printf("\nA: %s\nB: %s\n  %-40s %12s %12s %12s\n", a_dir.c_str(), b_dir.c_str(), "metric", "A", "B", "change");
+  std::printf("\nA: %s\nB: %s\n  %-52s %12s %12s %12s\n", a_dir.c_str(), b_dir.c_str(), "metric", "A", "B", "change");
   for (const auto& [key, value] : b.items()) {
     if (!value.is_number_float()) continue;
     if (!a.contains(key)) {
-      std::printf("  %-40s %12s %12.4f %12s\n", key.c_str(), "-", value.get<double>(), "-");
+      std::printf("  %-52s %12s %12.4f %12s\n", key.c_str(), "-", value.get<double>(), "-");
     } else {
-      std::printf("  %-40s %12.4f %12.4f %+12.4f\n", key.c_str(), a[key].get<double>(), value.get<double>(),
+      std::printf("  %-52s %12.4f %12.4f %+12.4f\n", key.c_str(), a[key].get<double>(), value.get<double>(),
                   value.get<double>() - a[key].get<double>());
     }
   }
