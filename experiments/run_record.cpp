@@ -18,6 +18,7 @@
 #include <random>
 #include <torch/torch.h>
 
+#include "experiments/tensorboard.h"
 #include "trainer/config_reader.h"
 #include "trainer/digest.h"
 #include "trainer/errors.h"
@@ -37,6 +38,7 @@ void read_run_config(config::Section& s, RunConfig& c) {
 
 void read_logging_config(config::Section& s, LoggingConfig& c) {
   s.field("progress", c.progress, {"auto", "always", "never"});
+  s.field("tensorboard", c.tensorboard);
 }
 
 void write_file_atomic(const std::string& path, const std::string& text) {
@@ -201,7 +203,10 @@ void RunRecord::set_meta(const std::string& key, const json& value) {
 void RunRecord::append_metrics(const json& row) {
   metrics_ << row.dump() << "\n";
   metrics_.flush();
+  if (tensorboard_) tensorboard_->add_row(row);
 }
+
+void RunRecord::enable_tensorboard() { tensorboard_ = std::make_shared<TensorBoardWriter>(dir_ + "/tensorboard"); }
 
 void RunRecord::finish(const std::string& status, const std::string& error) {
   json meta = json::parse(meta_text_);

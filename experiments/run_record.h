@@ -16,6 +16,8 @@ class Section;
 
 namespace lmforge::experiments {
 
+class TensorBoardWriter;
+
 struct RunConfig {
   std::string name;                 // required: groups runs under <output_dir>/<name>/
   int64_t seed = 1234;              // global seed: weights, data order
@@ -25,6 +27,7 @@ void read_run_config(config::Section& s, RunConfig& c);
 
 struct LoggingConfig {
   std::string progress = "auto";  // auto: a live line on a terminal, a line per log_every otherwise
+  bool tensorboard = false;       // also write every metrics row to <run>/tensorboard/ event files
 };
 void read_logging_config(config::Section& s, LoggingConfig& c);
 
@@ -42,6 +45,8 @@ class RunRecord {
   const std::string& run_id() const { return run_id_; }
   void set_meta(const std::string& key, const nlohmann::json& value);  // rewrites meta.json
   void append_metrics(const nlohmann::json& row);                      // one line, flushed
+  // From now on every metrics row also goes to <run>/tensorboard/ as scalar summaries.
+  void enable_tensorboard();
   void finish(const std::string& status, const std::string& error = "");
 
  private:
@@ -52,6 +57,7 @@ class RunRecord {
   std::shared_ptr<int> lock_fd_;  // closed (and the lock released) with the last copy
   std::string meta_text_;  // meta.json as last written (kept as text to keep json out of here)
   std::ofstream metrics_;
+  std::shared_ptr<TensorBoardWriter> tensorboard_;  // null unless logging.tensorboard
 };
 
 // The newest run under <output_dir>/<name>/ that did not finish (status running or interrupted)

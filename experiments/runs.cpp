@@ -3,6 +3,7 @@
 #include "experiments/runs.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -44,7 +45,7 @@ FinalMetrics final_metrics(const std::string& dir) {
   std::string line;
   while (std::getline(in, line)) {
     json row = json::parse(line, nullptr, false);
-    if (row.is_discarded()) continue;
+    if (row.is_discarded() || row.contains("suite")) continue;  // eval suite rows: last_eval_metrics
     (row.contains("eval_loss") ? f.eval : f.train) = row;
   }
   return f;
@@ -174,8 +175,17 @@ void write_model_card(const std::string& run_dir, const std::string& export_dir)
        << "\n\n## Evaluation\n\n"
        << "| step | train loss | eval loss | eval perplexity |\n|---|---|---|---|\n"
        << "| " << number(f.train, "step", "%.0f") << " | " << number(f.train, "loss") << " | "
-       << number(f.eval, "eval_loss") << " | " << number(f.eval, "eval_ppl", "%.2f") << " |\n\n"
-       << "## Config\n\n```yaml\n" << config << "```\n";
+       << number(f.eval, "eval_loss") << " | " << number(f.eval, "eval_ppl", "%.2f") << " |\n\n";
+  bool suites = false;
+  for (const auto& [key, value] : last_eval_metrics(run_dir)) {
+    if (key.rfind("eval/", 0) != 0) continue;
+    if (!suites) card << "| eval suite / task / metric | value |\n|---|---|\n";
+    suites = true;
+    char cell[32];
+    std::snprintf(cell, sizeof cell, "%.4f", value);
+    card << "| " << key.substr(5) << " | " << cell << " |\n";
+  }
+  card << (suites ? "\n" : "") << "## Config\n\n```yaml\n" << config << "```\n";
   fs::create_directories(export_dir);
   std::ofstream out(fs::path(export_dir) / "README.md", std::ios::trunc);
   out << card.str();
@@ -206,7 +216,39 @@ std::string diff_runs(const std::string& run_a, const std::string& run_b) {
   row("final loss", number(fa.train, "loss"), number(fb.train, "loss"));
   row("eval loss", number(fa.eval, "eval_loss"), number(fb.eval, "eval_loss"));
   row("eval ppl", number(fa.eval, "eval_ppl", "%.2f"), number(fb.eval, "eval_ppl", "%.2f"));
+  std::map<std::string, double> ea = last_eval_metrics(run_a), eb = last_eval_metrics(run_b);
+  for (const auto& [key, value] : eb) ea.emplace(key, std::nan(""));
+  if (ea.empty()) return out.str();
+  out << "\neval (last results):\n";
+  char line[512];
+  std::snprintf(line, sizeof line, "  %-52s %12s %12s %12s\n", "metric", "A", "B", "change");
+  out << line;
+  for (const auto& [key, a_value] : ea) {
+    double b_value = eb.count(key) ? eb[key] : std::nan("");
+    auto cell = [](double v, const char* format) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, format, v);
+      return std::isnan(v) ? std::string("-") : std::string(buf);
+    };
+    std::snprintf(line, sizeof line, "  %-52s %12s %12s %12s\n", key.c_str(), cell(a_value, "%.4f").c_str(),
+                  cell(b_value, "%.4f").c_str(), cell(b_value - a_value, "%+.4f").c_str());
+    out << line;
+  }
   return out.str();
+}
+
+std::map<std::string, double> last_eval_metrics(const std::string& run_dir) {
+  std::map<std::string, double> out;
+  std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    json row = json::parse(line, nullptr, false);
+    if (row.is_discarded() || !row.is_object()) continue;
+    for (const auto& [key, value] : row.items())
+      if (value.is_number() && (key == "eval_loss" || key == "eval_ppl" || key.rfind("eval/", 0) == 0))
+        out[key] = value.get<double>();
+  }
+  return out;
 }
 
 }  // namespace lmforge::experiments

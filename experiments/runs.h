@@ -2,6 +2,7 @@
 // Reads only what runs wrote (meta.json, config.yaml, metrics.jsonl, checkpoints); writes nothing.
 #pragma once
 
+#include <map>
 #include <string>
 
 namespace lmforge::experiments {
@@ -21,7 +22,12 @@ std::string show_run(const std::string& run_dir);
 // config. Written into `export_dir`, replacing any card there.
 void write_model_card(const std::string& run_dir, const std::string& export_dir);
 
-// Config differences key by key, dataset ids, code versions and final metrics side by side.
+// Config differences key by key, dataset ids, code versions, final metrics and the last eval
+// results (held-out loss and every eval suite metric) side by side with the change B - A.
 std::string diff_runs(const std::string& run_a, const std::string& run_b);
+
+// The last value of every evaluation metric in a run's metrics.jsonl: eval_loss, eval_ppl and
+// the eval suites' "eval/<suite>/<task>/<metric>" keys.
+std::map<std::string, double> last_eval_metrics(const std::string& run_dir);
 
 }  // namespace lmforge::experiments

@@ -15,9 +15,11 @@
 #include "data/sampler.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
+#include "experiments/eval_suite.h"
 #include "experiments/run_record.h"
 #include "experiments/runs.h"
 #include "launch/data_commands.h"
+#include "launch/eval_command.h"
 #include "launch/hf_commands.h"
 #include "parallel/comm.h"
 #include "parallel/grid.h"
@@ -116,7 +118,28 @@ struct TrainInputs {
   std::string run_dir, resume_from;  // resume_from: a verified checkpoint directory, or empty
   std::string base_dir, base_reference;  // a LoRA run's frozen base (trainer/lora.h); empty otherwise
   std::map<std::string, std::string> lineage;
+  const data::Tokenizer* tokenizer = nullptr;  // owned by train()
 };
+
+// eval.suites at every eval point: results to <run>/eval/<suite>/<step>.json and metrics.jsonl.
+std::function<void(int64_t)> eval_suites_hook(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record,
+                                              parallel::Comm& comm) {
+  if (cfg.eval_suites.empty()) return nullptr;
+  return [&cfg, &in, record, &comm](int64_t step) {
+    experiments::EvalModel m{*in.model, *in.tokenizer, {in.tokenizer->eos_id()}, cfg.model.max_seq_len};
+    for (const auto& suite : cfg.eval_suites) {
+      nlohmann::json result = experiments::run_eval_suite(suite, m, comm, step);
+      if (!record) continue;
+      experiments::write_eval_result(record->dir(), result);
+      nlohmann::json row = experiments::eval_metrics_row(result);
+      record->append_metrics(row);
+      std::string text = "eval " + suite.name + " step " + std::to_string(step) + ":";
+      for (const auto& [key, value] : row.items())
+        if (value.is_number_float()) text += " " + key.substr(key.find('/', 5) + 1) + " " + std::to_string(value.get<double>());
+      log::line(text);
+    }
+  };
+}
 
 int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record, parallel::Comm& comm) {
   trainer::TrainerSettings settings;
@@ -134,6 +157,7 @@ int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord*
   settings.run_dir = in.run_dir;
   settings.lineage = in.lineage;
   settings.base_reference = in.base_reference;
+  settings.on_eval = eval_suites_hook(cfg, in, record, comm);
   settings.live_progress = cfg.logging.progress == "always" || (cfg.logging.progress == "auto" && isatty(2));
   auto sampler = std::make_unique<data::ShardSampler>(in.train, static_cast<uint64_t>(cfg.run.seed));
   std::vector<data::Batch> eval_batches;
@@ -238,6 +262,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
 
   TrainInputs in;
   std::unique_ptr<data::Tokenizer> tokenizer = training_tokenizer(cfg);
+  in.tokenizer = tokenizer.get();
   in.dataset = prepare_on_rank0(cfg, *tokenizer, *control);
   const int64_t vocab = cfg.model.vocab_size;
   in.train = std::make_shared<data::ShardSet>(in.dataset.dir, "train", vocab, cfg.data.cross_document_attention);
@@ -257,6 +282,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
     if (!resume_from.empty()) record->set_meta("parent_checkpoint", resume_from);
   }
   in.run_dir = parallel::broadcast_string(*control, is_root ? record->dir() : "", 0);
+  if (is_root && cfg.logging.tensorboard) record->enable_tensorboard();
   log::open_rank_file(in.run_dir + "/logs/rank_" + std::to_string(control->rank()) + ".log");
   in.lineage = {{"config_sha256", sha256_hex(cfg.resolved_yaml)}, {"dataset", in.dataset.id}, {"code_version", experiments::code_version_text()}};
   torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
@@ -409,6 +435,7 @@ int main(int argc, char** argv) {
     sub->add_option("--output-dir", output_dir, "root of run directories (run.output_dir; default runs)");
   auto hf_commands = launch::add_hf_commands(app);
   auto data_commands = launch::add_data_commands(app);
+  auto eval_commands = launch::add_eval_commands(app);
 
   try {
     app.parse(argc, argv);
@@ -430,6 +457,7 @@ int main(int argc, char** argv) {
     if (*runs_cmd) return kExitOk;
     if (int code = launch::run_hf_command(*hf_commands); code >= 0) return code;
     if (int code = launch::run_data_command(*data_commands); code >= 0) return code;
+    if (int code = launch::run_eval_command(*eval_commands); code >= 0) return code;
     if (*version_cmd) {
       std::printf("lmforge 0.1.0 (LibTorch %s)\n", TORCH_VERSION);
       return kExitOk;

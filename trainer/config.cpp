@@ -36,7 +36,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   config::Section train = section("train", trainer::read_train_config, c.train);
   config::Section parallel = section("parallel", parallel::read_parallel_config, c.parallel);
   section("checkpoint", trainer::read_checkpoint_config, c.checkpoint);
-  section("eval", trainer::read_eval_config, c.eval);
+  config::Section eval = root.child("eval");  // two modules share it: held-out loss and eval suites
+  trainer::read_eval_config(eval, c.eval);
+  experiments::read_eval_suites(eval, c.eval_suites);
+  eval.finish();
   section("logging", experiments::read_logging_config, c.logging);
   root.finish();
 

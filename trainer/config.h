@@ -7,6 +7,7 @@
 
 #include "data/pipeline.h"
 #include "data/tokenizer.h"
+#include "experiments/eval_suite.h"
 #include "experiments/run_record.h"
 #include "parallel/launcher.h"
 #include "trainer/lora.h"
@@ -28,6 +29,7 @@ struct Config {
   parallel::ParallelConfig parallel;
   trainer::CheckpointConfig checkpoint;
   trainer::EvalConfig eval;
+  std::vector<experiments::EvalSuiteConfig> eval_suites;  // eval.suites: run at every eval point
   experiments::LoggingConfig logging;
 
   std::string source_file;    // the file named on the command line

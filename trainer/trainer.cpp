@@ -169,8 +169,10 @@ void Trainer::run() {
     ++step_;
     losses_.push_back(loss);
     log_step(step_, loss, grad_norm, lr);
-    if (!eval_batches_.empty() && (step_ == max_steps || (s_.train.eval_every > 0 && step_ % s_.train.eval_every == 0)))
-      log_eval(evaluate());
+    if (step_ == max_steps || (s_.train.eval_every > 0 && step_ % s_.train.eval_every == 0)) {
+      if (!eval_batches_.empty()) log_eval(evaluate());
+      if (s_.on_eval) s_.on_eval(step_);
+    }
     if (signals.received_on_any_rank(comm_, device_)) {
       std::string saved = save_checkpoint();
       throw Preempted("stopped by a signal at step " + std::to_string(step_) + "; saved " + saved);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <chrono>
 #include <memory>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -77,6 +78,7 @@ struct TrainerSettings {
   std::map<std::string, std::string> lineage;  // config hash, dataset ids, code version: into manifests
   std::string base_reference;  // a LoRA run: its frozen base as JSON (trainer/lora.h); checkpoints and
                                // final weights then hold only the trainable tensors
+  std::function<void(int64_t step)> on_eval;    // more evaluation at each eval point (eval suites); collective
 };
 
 struct EvalResult {
