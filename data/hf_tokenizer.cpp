@@ -414,26 +414,27 @@ class BpeTokenizer : public Tokenizer {
 
   // Applies merges lowest rank first until no adjacent pair has one. symbols: in/out.
   void merge(std::vector<std::string>& symbols) const {
+    std::string key;             // "a\0b": one buffer for every lookup, no allocation per pair
+    std::vector<int> pair_rank;  // [i]: rank of (symbols[i], symbols[i + 1]); -1 if no merge
     while (symbols.size() > 1) {
+      pair_rank.assign(symbols.size() - 1, -1);
       int best = -1;
       for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-        auto it = ranks_.find(symbols[i] + '\0' + symbols[i + 1]);
-        if (it != ranks_.end() && (best < 0 || it->second < best)) best = it->second;
+        key.assign(symbols[i]).append(1, '\0').append(symbols[i + 1]);
+        auto it = ranks_.find(key);
+        if (it == ranks_.end()) continue;
+        pair_rank[i] = it->second;
+        if (best < 0 || it->second < best) best = it->second;
       }
       if (best < 0) return;
-      std::vector<std::string> next;
-      for (size_t i = 0; i < symbols.size(); ++i) {
-        if (i + 1 < symbols.size()) {
-          auto it = ranks_.find(symbols[i] + '\0' + symbols[i + 1]);
-          if (it != ranks_.end() && it->second == best) {
-            next.push_back(symbols[i] + symbols[i + 1]);
-            ++i;
-            continue;
-          }
-        }
-        next.push_back(symbols[i]);
+      size_t out = 0;  // merges every occurrence of the best pair, left to right, in place
+      for (size_t i = 0; i < symbols.size(); ++i, ++out) {
+        bool merged = i + 1 < symbols.size() && pair_rank[i] == best;
+        if (merged) symbols[i] += symbols[i + 1];
+        if (out != i) symbols[out] = std::move(symbols[i]);
+        if (merged) ++i;
       }
-      symbols.swap(next);
+      symbols.resize(out);
     }
   }
 
