@@ -153,8 +153,8 @@ void write_model_card(const std::string& run_dir, const std::string& export_dir)
   auto dataset_line = [&](const char* split) {
     if (!meta.contains("datasets") || meta["datasets"][split].is_null()) return std::string("none");
     const json& d = meta["datasets"][split];
-    return "`" + text(d.value("id", json())) + "` (" + text(d.value("tokens", json())) + " tokens; the id is the "
-           "SHA-256 of the input files and the tokenizer, as in the HDF5 token cache)";
+    return "`" + text(d.value("id", json())) + "` (" + split + " split, " + text(d.value("tokens", json())) +
+           " tokens; the id hashes the input files, tokenizer, templates and data pipeline config)";
   };
   std::ostringstream card;
   card << "# " << text(meta["name"]) << " (" << text(meta["run_id"]) << ")\n\n"

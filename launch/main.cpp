@@ -10,7 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "data/hf_tokenizer.h"
-#include "data/text_dataset.h"
+#include "data/pipeline.h"
+#include "data/sampler.h"
+#include "data/shards.h"
 #include "data/tokenizer.h"
 #include "experiments/eval_suite.h"
 #include "experiments/run_record.h"
@@ -18,7 +20,9 @@
 #include "launch/eval_command.h"
 #include "launch/hf_commands.h"
 #include "parallel/comm.h"
+#include "parallel/grid.h"
 #include "parallel/launcher.h"
+#include "parallel/tensor_parallel.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/config_reader.h"
@@ -34,10 +38,31 @@ using namespace lmforge;
 
 constexpr int kExitOk = 0, kExitFailure = 1, kExitBadInput = 2, kExitPreempted = 3;
 
-void check_corpus_length(const data::TokenCorpus& corpus, int64_t seq_len, const std::string& key) {
-  if (corpus.tokens.numel() <= seq_len)
-    throw InputError(key + ": the inputs hold " + std::to_string(corpus.tokens.numel()) +
-                     " tokens, fewer than train.seq_len + 1 = " + std::to_string(seq_len + 1));
+// The tokenizer training uses: an HF directory's own wins over tokenizer.kind (its ids are the ones
+// the weights know).
+std::unique_ptr<data::Tokenizer> training_tokenizer(const Config& cfg) {
+  std::unique_ptr<data::Tokenizer> tokenizer = cfg.model.from.empty() ? nullptr : data::load_hf_tokenizer(cfg.model.from);
+  return tokenizer ? std::move(tokenizer) : data::make_tokenizer(cfg.tokenizer);
+}
+
+// Rank 0 prepares the dataset (or finds it prepared); every rank then opens and verifies it.
+// Every rank gets the same answer or the same error.
+data::PreparedDataset prepare_on_rank0(const Config& cfg, const data::Tokenizer& tokenizer, parallel::Comm& comm) {
+  data::PreparedDataset prepared;
+  std::string error;
+  if (comm.rank() == 0) {
+    try {
+      prepared = data::prepare_dataset(cfg.data, tokenizer, {cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed)});
+    } catch (const InputError& e) {
+      error = e.what();
+    }
+  }
+  error = parallel::broadcast_string(comm, error, 0);
+  if (!error.empty()) throw InputError(error);
+  prepared.dir = parallel::broadcast_string(comm, prepared.dir, 0);
+  prepared.id = parallel::broadcast_string(comm, prepared.id, 0);
+  prepared.manifest = nlohmann::json::parse(parallel::broadcast_string(comm, prepared.manifest.dump(), 0));
+  return prepared;
 }
 
 // Loads the config on every rank and refuses to start, on every rank, if any rank resolved a
@@ -83,20 +108,23 @@ std::string resolve_backend(const std::string& requested, const parallel::Device
 
 struct TrainInputs {
   trainer::CausalLM model;
-  data::TokenCorpus train, eval;
+  data::PreparedDataset dataset;
+  std::shared_ptr<const data::ShardSet> train, eval;  // eval: null when the dataset has no eval rows
+  std::unique_ptr<parallel::Grid> grid;          // dp x tp over the training communicator
+  std::shared_ptr<parallel::TensorParallel> tp;  // what parallelize() split; null at tp = 1
   std::string run_dir, resume_from;  // resume_from: a verified checkpoint directory, or empty
   std::map<std::string, std::string> lineage;
   const data::Tokenizer* tokenizer = nullptr;  // owned by train()
 };
 
 // eval.suites at every eval point: results to <run>/eval/<suite>/<step>.json and metrics.jsonl.
-std::function<void(int64_t)> eval_suites_hook(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record,
-                                              parallel::Comm& comm) {
+std::function<void(int64_t)> eval_suites_hook(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record) {
   if (cfg.eval_suites.empty()) return nullptr;
-  return [&cfg, &in, record, &comm](int64_t step) {
+  return [&cfg, &in, record](int64_t step) {
     experiments::EvalModel m{*in.model, *in.tokenizer, {in.tokenizer->eos_id()}, cfg.model.max_seq_len};
     for (const auto& suite : cfg.eval_suites) {
-      nlohmann::json result = experiments::run_eval_suite(suite, m, comm, step);
+      // Examples split over the dp axis: the tp ranks of one replica run the same ones together.
+      nlohmann::json result = experiments::run_eval_suite(suite, m, in.grid->dp(), step);
       if (!record) continue;
       experiments::write_eval_result(record->dir(), result);
       nlohmann::json row = experiments::eval_metrics_row(result);
@@ -118,18 +146,37 @@ int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord*
   settings.checkpoint = cfg.checkpoint;
   settings.bucket_mb = cfg.parallel.bucket_mb;
   settings.zero = cfg.parallel.zero == 1;
+  if (in.tp) {
+    settings.grid = in.grid.get();
+    settings.tp = in.tp;
+  }
   settings.run_dir = in.run_dir;
   settings.lineage = in.lineage;
-  settings.on_eval = eval_suites_hook(cfg, in, record, comm);
+  settings.on_eval = eval_suites_hook(cfg, in, record);
   settings.live_progress = cfg.logging.progress == "always" || (cfg.logging.progress == "auto" && isatty(2));
-  data::WindowSampler sampler(in.train.tokens, cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed));
-  trainer::Trainer trainer(in.model, settings, std::move(sampler), in.eval.tokens, record, comm);
+  auto sampler = std::make_unique<data::ShardSampler>(in.train, static_cast<uint64_t>(cfg.run.seed));
+  std::vector<data::Batch> eval_batches;
+  if (in.eval) eval_batches = in.eval->leading_batches(cfg.train.micro_batch_size, cfg.train.micro_batch_size * cfg.eval.max_batches);
+  trainer::Trainer trainer(in.model, settings, std::move(sampler), std::move(eval_batches), record, comm);
   if (!in.resume_from.empty()) {
     trainer.load_checkpoint(in.resume_from);
     log::line("resumed from " + in.resume_from + " at step " + std::to_string(trainer.step()), comm.rank() == 0);
   }
   trainer.run();
   return kExitOk;
+}
+
+// The model an export writes: under tp a single-device model holding the gathered weights, so the
+// export is the same whatever tp was. Collective under tp; null on the ranks other than 0.
+trainer::CausalLM export_model(const Config& cfg, const TrainInputs& in) {
+  if (!in.tp) return in.model;
+  NamedTensors full = in.tp->full_parameters(*in.model);
+  if (in.grid->world().rank() != 0) return nullptr;
+  trainer::CausalLM model = trainer::build_model(cfg.model);
+  torch::NoGradGuard no_grad;
+  auto params = model->named_parameters();
+  for (const auto& [name, t] : full) params[name].copy_(t);
+  return model;
 }
 
 // checkpoint.resume decided on rank 0 (it alone may probe run locks): the unfinished run to
@@ -174,24 +221,24 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
                      ": the launcher gave MPI no process information (under Slurm use srun --mpi=pmix)");
   Config cfg = load_config_on_every_rank(*control, config_path, sets);
   control->set_timeout(cfg.parallel.timeout_s);
-  if (cfg.parallel.dp != 0 && cfg.parallel.dp != control->size())
-    throw InputError("parallel.dp is " + std::to_string(cfg.parallel.dp) + " but " + std::to_string(control->size()) +
-                     " ranks were started (" + env.launcher + "); set parallel.dp: auto or start that many");
+  parallel::check_grid_layout(control->size(), cfg.parallel.dp, cfg.parallel.tp);
+  if (!cfg.model.from.empty()) {  // its config.json sets the sizes tp must divide (load_config checked YAML ones)
+    for (const auto& [key, message] : parallel::tp_layout_errors(trainer::read_hf_config(cfg.model.from), cfg.parallel.tp))
+      throw InputError("model.from " + cfg.model.from + ": " + message);
+  }
   int threads = parallel::configure_threads(cfg.parallel, env, cfg.train.precision == "bf16");
   parallel::DeviceChoice device = parallel::pick_device(cfg.train.device, env.local_rank);
   std::string backend = resolve_backend(cfg.parallel.backend, device);
 
   TrainInputs in;
-  // An HF directory's own tokenizer wins over tokenizer.kind: its ids are the ones the weights know.
-  std::unique_ptr<data::Tokenizer> tokenizer = cfg.model.from.empty() ? nullptr : data::load_hf_tokenizer(cfg.model.from);
-  if (!tokenizer) tokenizer = data::make_tokenizer(cfg.tokenizer);
+  std::unique_ptr<data::Tokenizer> tokenizer = training_tokenizer(cfg);
   in.tokenizer = tokenizer.get();
-  in.train = data::open_text_corpus(cfg.data.train, *tokenizer, cfg.data.cache_dir, "data.train");
-  check_corpus_length(in.train, cfg.train.seq_len, "data.train");
-  if (!cfg.data.eval.empty()) {
-    in.eval = data::open_text_corpus(cfg.data.eval, *tokenizer, cfg.data.cache_dir, "data.eval");
-    check_corpus_length(in.eval, cfg.train.seq_len, "data.eval");
-  }
+  in.dataset = prepare_on_rank0(cfg, *tokenizer, *control);
+  const int64_t vocab = cfg.model.vocab_size;
+  in.train = std::make_shared<data::ShardSet>(in.dataset.dir, "train", vocab, cfg.data.cross_document_attention);
+  if (in.train->rows() == 0) throw InputError("data: the training split of dataset " + in.dataset.id + " holds no rows");
+  if (in.dataset.manifest["splits"]["eval"]["rows"].get<int64_t>() > 0)
+    in.eval = std::make_shared<data::ShardSet>(in.dataset.dir, "eval", vocab, cfg.data.cross_document_attention);
   auto [resume_run, resume_from] = choose_resume(cfg, *control);
   in.resume_from = resume_from;
 
@@ -207,8 +254,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   in.run_dir = parallel::broadcast_string(*control, is_root ? record->dir() : "", 0);
   if (is_root && cfg.logging.tensorboard) record->enable_tensorboard();
   log::open_rank_file(in.run_dir + "/logs/rank_" + std::to_string(control->rank()) + ".log");
-  in.lineage = {{"config_sha256", sha256_hex(cfg.resolved_yaml)}, {"train_dataset", in.train.id},
-                {"eval_dataset", in.eval.id}, {"code_version", experiments::code_version_text()}};
+  in.lineage = {{"config_sha256", sha256_hex(cfg.resolved_yaml)}, {"dataset", in.dataset.id}, {"code_version", experiments::code_version_text()}};
   torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
   in.model = trainer::build_model(cfg.model);  // initialised on the CPU: the same on every device
   if (device.cuda) in.model->to(torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device.index)));
@@ -217,22 +263,37 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   if (backend == "nccl" && control->size() > 1)
     nccl = parallel::make_nccl_comm(*control, device.index, cfg.parallel.timeout_s);
   parallel::Comm& comm = nccl ? *nccl : *control;
-  if (!is_root) return train_loop(cfg, in, nullptr, comm);
-  record->set_meta("world", {{"launcher", env.launcher}, {"world_size", comm.size()}, {"dp", comm.size()},
+  const int64_t num_parameters = in.model->num_parameters();  // of the whole model, before any split
+  in.grid = std::make_unique<parallel::Grid>(comm, cfg.parallel.dp, cfg.parallel.tp);
+  if (cfg.parallel.tp > 1) in.tp = parallel::parallelize(*in.model, *in.grid);
+  if (!is_root) {
+    train_loop(cfg, in, nullptr, comm);
+    export_model(cfg, in);  // collective under tp
+    return kExitOk;
+  }
+  record->set_meta("world", {{"launcher", env.launcher}, {"world_size", comm.size()}, {"dp", in.grid->dp_size()},
+                             {"tp", in.grid->tp_size()},
                              {"backend", comm.backend()}, {"hosts", hosts}, {"threads", threads},
                              {"device", device.cuda ? "cuda" : "cpu"}});
-  record->set_meta("datasets", {{"train", {{"id", in.train.id}, {"tokens", in.train.tokens.numel()},
-                                          {"documents", in.train.num_documents}}},
-                               {"eval", in.eval.id.empty() ? nlohmann::json(nullptr)
-                                                           : nlohmann::json{{"id", in.eval.id},
-                                                                            {"tokens", in.eval.tokens.numel()}}}});
-  record->set_meta("model", {{"arch", cfg.model.arch}, {"parameters", in.model->num_parameters()}});
-  log::line("run " + record->dir() + ": " + cfg.model.arch + " model, " + std::to_string(in.model->num_parameters()) +
-            " parameters, " + std::to_string(in.train.tokens.numel()) + " train tokens, " +
-            std::to_string(comm.size()) + " ranks x " + std::to_string(threads) + " threads, " + comm.backend());
+  const auto& splits = in.dataset.manifest["splits"];
+  auto split_meta = [&](const char* split) {
+    if (splits[split]["rows"].get<int64_t>() == 0) return nlohmann::json(nullptr);
+    nlohmann::json j = splits[split];
+    j.erase("shards");
+    j["id"] = in.dataset.id;
+    return j;
+  };
+  record->set_meta("datasets", {{"id", in.dataset.id}, {"dir", in.dataset.dir}, {"reused", in.dataset.reused},
+                                {"train", split_meta("train")}, {"eval", split_meta("eval")},
+                                {"templates", in.dataset.manifest["templates"]}});
+  record->set_meta("model", {{"arch", cfg.model.arch}, {"parameters", num_parameters}});
+  log::line("run " + record->dir() + ": " + cfg.model.arch + " model, " + std::to_string(num_parameters) +
+            " parameters, " + splits["train"]["tokens"].dump() + " train tokens, " +
+            std::to_string(comm.size()) + " ranks (dp " + std::to_string(in.grid->dp_size()) + " x tp " +
+            std::to_string(in.grid->tp_size()) + ") x " + std::to_string(threads) + " threads, " + comm.backend());
   try {
     train_loop(cfg, in, &*record, comm);
-    trainer::save_run_export(*in.model, cfg.model, record->dir());
+    trainer::save_run_export(*export_model(cfg, in), cfg.model, record->dir());
   } catch (const Preempted& e) {
     record->finish("interrupted", e.what());
     throw;
@@ -255,6 +316,41 @@ int config_command(bool show, const std::string& path, const std::vector<std::st
     std::cout << cfg.resolved_yaml;
   } else {
     std::cout << path << ": ok\n";
+  }
+  return kExitOk;
+}
+
+int data_prepare_command(const std::string& path, const std::vector<std::string>& sets) {
+  Config cfg = load_config(path, sets);
+  auto tokenizer = training_tokenizer(cfg);
+  auto prepared = data::prepare_dataset(cfg.data, *tokenizer, {cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed)});
+  const auto& m = prepared.manifest;
+  nlohmann::json summary = {{"dataset_id", prepared.id}, {"dir", prepared.dir}, {"reused", prepared.reused},
+                            {"train_rows", m["splits"]["train"]["rows"]}, {"eval_rows", m["splits"]["eval"]["rows"]},
+                            {"stats", m["stats"]}};
+  std::cout << summary.dump(2) << "\n";
+  return kExitOk;
+}
+
+// One record as the model will see it: each segment with whether it is trained on, then its tokens.
+int data_inspect_command(const std::string& path, const std::vector<std::string>& sets, int64_t index) {
+  Config cfg = load_config(path, sets);
+  auto tokenizer = training_tokenizer(cfg);
+  auto records = data::read_records(cfg.data, index + 1);
+  if (index >= static_cast<int64_t>(records.size()))
+    throw InputError("data inspect: --record " + std::to_string(index) + " but the sources hold " +
+                     std::to_string(records.size()) + " records");
+  const auto& r = records[index];
+  std::cout << "record " << index << " (" << r.where << ")\n";
+  for (const auto& seg : r.segments) {
+    std::cout << (seg.trained ? "--- trained ---\n" : "--- no loss (prompt) ---\n") << seg.text << "\n";
+  }
+  std::cout << "--- tokens: id, loss, text ---\n";
+  for (const auto& seg : r.segments) {
+    for (int32_t id : tokenizer->encode(seg.text)) {
+      nlohmann::json piece = tokenizer->decode({id});
+      std::cout << id << "\t" << (seg.trained ? "1" : "0") << "\t" << piece.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    }
   }
   return kExitOk;
 }
@@ -282,6 +378,14 @@ int main(int argc, char** argv) {
   add_config_args(validate_cmd);
   CLI::App* show_cmd = config_cmd->add_subcommand("show", "print the resolved config (defaults included)");
   add_config_args(show_cmd);
+  CLI::App* data_cmd = app.add_subcommand("data", "the data pipeline: prepare shards, inspect records");
+  data_cmd->require_subcommand(1);
+  CLI::App* prepare_cmd = data_cmd->add_subcommand("prepare", "tokenize the config's sources into HDF5 shards + manifest");
+  add_config_args(prepare_cmd);
+  CLI::App* inspect_cmd = data_cmd->add_subcommand("inspect", "show one record with its loss mask");
+  add_config_args(inspect_cmd);
+  int64_t record_index = 0;
+  inspect_cmd->add_option("--record", record_index, "record number, from 0 (default 0)")->check(CLI::NonNegativeNumber);
   CLI::App* version_cmd = app.add_subcommand("version", "print versions");
   CLI::App* runs_cmd = app.add_subcommand("runs", "the run registry: list, show, diff");
   runs_cmd->require_subcommand(1);
@@ -307,6 +411,8 @@ int main(int argc, char** argv) {
     if (*train_cmd) return train(config_path, sets, args);
     if (*validate_cmd) return config_command(false, config_path, sets);
     if (*show_cmd) return config_command(true, config_path, sets);
+    if (*prepare_cmd) return data_prepare_command(config_path, sets);
+    if (*inspect_cmd) return data_inspect_command(config_path, sets, record_index);
     if (*runs_list) std::cout << experiments::list_runs(output_dir);
     if (*runs_show) std::cout << experiments::show_run(experiments::resolve_run(run_a, output_dir));
     if (*runs_diff)

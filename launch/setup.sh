@@ -8,6 +8,7 @@ packages=(
   libtorch-dev libopenblas0-pthread     # LibTorch; without OpenBLAS it falls back to a 25x slower BLAS
   libopenmpi-dev openmpi-bin            # data parallelism on CPUs
   libhdf5-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libssl-dev
+  hdf5-tools                            # h5dump: tests read shards with an independent tool
   libsentencepiece-dev libpcre2-dev libgtest-dev libpng-dev
   fortunes fortunes-min                 # the English corpus the quickstart and CI train on
   python3-torch                         # the Python baseline in experiments/bench

@@ -15,11 +15,25 @@ namespace lmforge::parallel {
 
 void read_parallel_config(config::Section& s, ParallelConfig& c) {
   s.field("threads", c.threads, config::at_least(0));
-  s.field("dp", c.dp, config::at_least(0));
+  std::string dp = c.dp == 0 ? "auto" : std::to_string(c.dp);
+  s.field("dp", dp);
+  char* end = nullptr;
+  long long n = std::strtoll(dp.c_str(), &end, 10);
+  if (dp == "auto") {
+    c.dp = 0;
+  } else if (!dp.empty() && *end == '\0' && n >= 1) {
+    c.dp = n;
+  } else {
+    s.error("dp", "expected a positive integer or auto, got '" + dp + "'");
+  }
+  s.field("tp", c.tp, config::at_least(1));
   s.field("backend", c.backend, {"auto", "mpi", "nccl"});
   s.field("bucket_mb", c.bucket_mb, config::greater_than(0));
   s.field("zero", c.zero, config::between(0, 1));
   s.field("timeout_s", c.timeout_s, config::greater_than(0));
+  if (c.zero == 1 && c.tp > 1)
+    s.error("zero", "parallel.zero 1 with parallel.tp " + std::to_string(c.tp) +
+                        " is not supported: ZeRO-1 shards flat optimizer state, tensor parallelism shards layers");
 }
 
 static int env_int(const char* name, int fallback) {

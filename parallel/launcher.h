@@ -1,5 +1,5 @@
 // parallel/launcher.h -- who started us (single process, OpenMPI, Slurm), our rank, and how
-// many CPU threads each rank gets. Communicators and grids come with data parallelism.
+// many CPU threads each rank gets. Communicators are comm.h's, the dp x tp grid grid.h's.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +13,9 @@ namespace lmforge::parallel {
 
 struct ParallelConfig {
   int64_t threads = 0;        // CPU threads per rank; 0 (auto): cores per node / ranks per node
-  int64_t dp = 0;             // data-parallel ranks; 0 (auto): the world size
+  int64_t dp = 0;             // data-parallel ranks; 0 (`auto`): world size / tp
+  int64_t tp = 1;             // tensor-parallel ranks; 1: plain data parallelism, which needs no per-layer
+                              // collectives and is fastest whenever the model fits on one device
   std::string backend = "auto";  // auto: nccl for CUDA devices, mpi otherwise
   double bucket_mb = 25.0;    // gradient bucket size: DDP's default, big enough to amortise latency
   int64_t zero = 0;           // 1: shard AdamW's state across data-parallel ranks (ZeRO stage 1)

@@ -4,6 +4,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "parallel/grid.h"
 #include "trainer/config_reader.h"
 
 #include <map>
@@ -32,7 +33,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   section("optim", trainer::read_optim_config, c.optim);
   section("schedule", trainer::read_schedule_config, c.schedule);
   config::Section train = section("train", trainer::read_train_config, c.train);
-  section("parallel", parallel::read_parallel_config, c.parallel);
+  config::Section parallel = section("parallel", parallel::read_parallel_config, c.parallel);
   section("checkpoint", trainer::read_checkpoint_config, c.checkpoint);
   config::Section eval = root.child("eval");  // two modules share it: held-out loss and eval suites
   trainer::read_eval_config(eval, c.eval);
@@ -48,6 +49,12 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   if (c.train.seq_len > c.model.max_seq_len)
     train.error("seq_len", "train.seq_len " + std::to_string(c.train.seq_len) + " exceeds model.max_seq_len " +
                                std::to_string(c.model.max_seq_len));
+  if (c.model.from.empty()) {  // with model.from the sizes come from its config.json: parallelize() checks them
+    for (const auto& [key, message] : parallel::tp_layout_errors(c.model, c.parallel.tp)) parallel.error("tp", message);
+  }
+  if (!c.eval_suites.empty() && c.parallel.tp > 1)  // inference on tensor-parallel layers is not supported yet
+    eval.error("suites", "eval suites run on a whole model, not with parallel.tp > 1; evaluate the run's export "
+                         "with lmforge eval instead");
   if (!diag.empty()) throw config::ConfigError(diag.format());
   if (c.data.cache_dir.empty()) c.data.cache_dir = c.run.output_dir + "/cache";
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "data/text_dataset.h"
+#include "data/pipeline.h"
 #include "data/tokenizer.h"
 #include "experiments/eval_suite.h"
 #include "experiments/run_record.h"

@@ -411,6 +411,38 @@ Section Section::child(const std::string& key) {
   return Section(std::move(state));
 }
 
+std::vector<Section> Section::items(const std::string& key) {
+  s_->known.push_back(key);
+  std::vector<Section> out;
+  auto hit = s_->find(key);
+  if (!hit.layer || hit.value.IsNull()) return out;
+  std::string list_path = join_path(s_->path, key);
+  if (!hit.value.IsSequence()) {
+    s_->report(hit, key, true, "expected a list of mappings, got " + describe(hit.value));
+    return out;
+  }
+  s_->resolved[key] = YAML::Node(YAML::NodeType::Sequence);
+  std::shared_ptr<const Layer> layer;
+  for (const auto& [l, map] : s_->maps)
+    if (l.get() == hit.layer) layer = l;
+  for (size_t i = 0; i < hit.value.size(); ++i) {
+    auto state = std::make_unique<State>();
+    state->path = list_path + "[" + std::to_string(i) + "]";
+    state->diag = s_->diag;
+    s_->resolved[key].push_back(YAML::Node(YAML::NodeType::Map));
+    state->resolved = s_->resolved[key][i];
+    YAML::Node item = hit.value[i];
+    if (item.IsMap()) {
+      state->maps.emplace_back(layer, item);
+    } else {
+      s_->diag->add(where(*layer, item, state->path, true), state->path,
+                    "expected a mapping of keys, got " + describe(item));
+    }
+    out.push_back(Section(std::move(state)));
+  }
+  return out;
+}
+
 bool Section::has(const std::string& key) const { return s_->find(key).layer != nullptr; }
 
 std::string Section::file_of(const std::string& key) const {

@@ -76,6 +76,9 @@ class Section {
   void field(const std::string& key, std::vector<std::string>& value, Need need = Need::optional);
 
   Section child(const std::string& key);  // a nested mapping; absent means all defaults
+  // A list of mappings (e.g. data.sources), each a Section at "key[i]"; absent means empty.
+  // The whole list comes from the highest-priority layer that sets it (lists replace).
+  std::vector<Section> items(const std::string& key);
   bool has(const std::string& key) const;
   // File that supplied `key` (for paths relative to it); the first layer's file when absent.
   std::string file_of(const std::string& key) const;

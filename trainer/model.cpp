@@ -138,16 +138,19 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_i
   return apply_rope(x, position_ids, default_inv_freq(x.size(-1), theta));
 }
 
-// Causal attention over (B, H, T, D) with k/v already expanded to H heads.
-static torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
-                                      const torch::Tensor& v) {
+// Causal attention over (B, H, T, D) with k/v already expanded to H heads. `allowed` (B, 1, T, T)
+// bool, when defined, replaces the causal mask (packed documents that must not see each other).
+static torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                      const torch::Tensor& allowed = {}) {
 #if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
+  if (allowed.defined()) return at::scaled_dot_product_attention(q, k, v, allowed, 0.0, /*is_causal=*/false);
   return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
 #else
   int64_t t = q.size(2);
   auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(q.size(-1)));
-  auto future = torch::ones({t, t}, torch::dtype(torch::kBool).device(q.device())).triu(1);  // (T, T)
-  scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  auto hidden = allowed.defined() ? allowed.logical_not()
+                                  : torch::ones({t, t}, torch::dtype(torch::kBool).device(q.device())).triu(1);
+  scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
   return torch::matmul(torch::softmax(scores, -1).to(v.dtype()), v);  // (B, H, T, D)
 #endif
 }
@@ -251,6 +254,15 @@ void replace_layer(torch::nn::Module& root, const std::string& path, Layer layer
   host->replace(name, std::move(layer));
 }
 
+// segments (B, T) -> (B, 1, T, T) bool: query i sees key j when j <= i in the same segment;
+// undefined segments give undefined (plain causal attention).
+static torch::Tensor allowed_attention(const torch::Tensor& segments) {
+  if (!segments.defined()) return {};
+  int64_t t = segments.size(1);
+  auto causal = torch::ones({t, t}, torch::dtype(torch::kBool).device(segments.device())).tril();
+  return (segments.unsqueeze(2) == segments.unsqueeze(1)).logical_and(causal).unsqueeze(1);
+}
+
 // The output head: its own linear, or the token embedding's weight when tied.
 static Layer head_layer(const ModelConfig& c, const Layer& embedding) {
   if (c.tie_embeddings) return std::make_shared<TiedHeadImpl>(embedding->named_parameters(false)["weight"]);
@@ -281,8 +293,8 @@ struct LlamaAttentionImpl : LayerHost {
   }
   // x (B, T, C), pos (B, T); with a cache, attends to the cached prefix as well. Head counts come
   // from the projections' widths, so a layer holding a slice of the heads runs unchanged.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& pos, KVCache* cache = nullptr,
-                        size_t layer = 0) {
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& pos, const torch::Tensor& allowed,
+                        KVCache* cache = nullptr, size_t layer = 0) {
     int64_t b = x.size(0), t = x.size(1);
     auto q = q_proj->forward(x).view({b, t, -1, head_dim}).transpose(1, 2);  // (B, H, T, D)
     auto k = k_proj->forward(x).view({b, t, -1, head_dim}).transpose(1, 2);  // (B, Hkv, T, D)
@@ -298,7 +310,7 @@ struct LlamaAttentionImpl : LayerHost {
         k = k.repeat_interleave(n_heads / n_kv_heads, 1);
         v = v.repeat_interleave(n_heads / n_kv_heads, 1);
       }
-      y = causal_attention(q, k, v);
+      y = causal_attention(q, k, v, allowed);
     }
     return o_proj->forward(y.transpose(1, 2).reshape({b, t, n_heads * head_dim}));
   }
@@ -329,9 +341,9 @@ struct LlamaDecoderLayerImpl : torch::nn::Module {
     input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.norm_eps));
     post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.norm_eps));
   }
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& pos, KVCache* cache = nullptr,
-                        size_t layer = 0) {  // (B, T, C), pre-norm residual
-    x = x + self_attn->forward(input_layernorm(x), pos, cache, layer);
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& pos, const torch::Tensor& allowed,
+                        KVCache* cache = nullptr, size_t layer = 0) {  // (B, T, C), pre-norm residual
+    x = x + self_attn->forward(input_layernorm(x), pos, allowed, cache, layer);
     return x + mlp(post_attention_layernorm(x));
   }
   LlamaAttention self_attn{nullptr};
@@ -347,10 +359,11 @@ struct LlamaModelImpl : LayerHost {
     for (int64_t i = 0; i < c.n_layers; ++i) layers->push_back(LlamaDecoderLayer(c));
     norm = register_module("norm", RMSNorm(c.hidden_size, c.norm_eps));
   }
-  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& pos,
+  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& pos, const torch::Tensor& allowed,
                         KVCache* cache = nullptr) {  // (B, T) -> (B, T, C)
     auto x = embed_tokens->forward(tokens);
-    for (size_t i = 0; i < layers->size(); ++i) x = layers[i]->as<LlamaDecoderLayer>()->forward(x, pos, cache, i);
+    for (size_t i = 0; i < layers->size(); ++i)
+      x = layers[i]->as<LlamaDecoderLayer>()->forward(x, pos, allowed, cache, i);
     return norm(x);
   }
   Layer embed_tokens;
@@ -365,17 +378,18 @@ class LlamaForCausalLM : public CausalLMImpl {
     model = register_module("model", LlamaModel(c));
     add_layer("lm_head", head_layer(c, model->embed_tokens), lm_head);
   }
-  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids) override {
+  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids,
+                        const torch::Tensor& segments) override {
     check_window(tokens.size(1));
     auto pos = position_ids.defined() ? position_ids : default_positions(tokens);
-    return lm_head->forward(model->forward(tokens, pos));
+    return lm_head->forward(model->forward(tokens, pos, allowed_attention(segments)));
   }
   KVCache make_cache(int64_t batch, int64_t capacity) const override {
     return empty_cache(*this, cfg_.n_layers, batch, cfg_.kv_heads(), cfg_.head_dim(), capacity);
   }
   torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) override {
     check_window(cache.length + tokens.size(1));
-    auto logits = lm_head->forward(model->forward(tokens, positions_from(tokens, cache.length), &cache));
+    auto logits = lm_head->forward(model->forward(tokens, positions_from(tokens, cache.length), {}, &cache));
     cache.length += tokens.size(1);
     return logits;
   }
@@ -399,13 +413,14 @@ struct GPT2AttentionImpl : LayerHost {
     add_layer("c_proj", make_linear(c.hidden_size, c.hidden_size, true), c_proj);
   }
   // (B, T, C); the head count comes from c_attn's width (q, k, v thirds), as in llama's attention.
-  torch::Tensor forward(const torch::Tensor& x, KVCache* cache = nullptr, size_t layer = 0) {
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& allowed, KVCache* cache = nullptr,
+                        size_t layer = 0) {
     int64_t b = x.size(0), t = x.size(1);
     auto qkv = c_attn->forward(x).chunk(3, -1);  // 3 x (B, T, H*D)
     int64_t n_heads = qkv[0].size(-1) / head_dim;
     auto heads = [&](const torch::Tensor& z) { return z.view({b, t, n_heads, head_dim}).transpose(1, 2); };
     auto y = cache ? cached_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]), *cache, layer)
-                   : causal_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]));  // (B, H, T, D)
+                   : causal_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]), allowed);  // (B, H, T, D)
     return c_proj->forward(y.transpose(1, 2).reshape({b, t, n_heads * head_dim}));
   }
   int64_t head_dim;
@@ -434,8 +449,9 @@ struct GPT2BlockImpl : torch::nn::Module {
     ln_2 = register_module("ln_2", torch::nn::LayerNorm(ln));
     mlp = register_module("mlp", GPT2MLP(c));
   }
-  torch::Tensor forward(torch::Tensor x, KVCache* cache = nullptr, size_t layer = 0) {  // (B, T, C)
-    x = x + attn->forward(ln_1(x), cache, layer);
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& allowed, KVCache* cache = nullptr,
+                        size_t layer = 0) {  // (B, T, C)
+    x = x + attn->forward(ln_1(x), allowed, cache, layer);
     return x + mlp(ln_2(x));
   }
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
@@ -453,9 +469,9 @@ struct GPT2ModelImpl : LayerHost {
     ln_f = register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.norm_eps)));
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& pos,
-                        KVCache* cache = nullptr) {  // (B, T) -> (B, T, C)
+                        const torch::Tensor& allowed, KVCache* cache = nullptr) {  // (B, T) -> (B, T, C)
     auto x = wte->forward(tokens) + wpe(pos);
-    for (size_t i = 0; i < h->size(); ++i) x = h[i]->as<GPT2Block>()->forward(x, cache, i);
+    for (size_t i = 0; i < h->size(); ++i) x = h[i]->as<GPT2Block>()->forward(x, allowed, cache, i);
     return ln_f(x);
   }
   Layer wte;
@@ -471,17 +487,18 @@ class GPT2LMHeadModel : public CausalLMImpl {
     transformer = register_module("transformer", GPT2Model(c));
     add_layer("lm_head", head_layer(c, transformer->wte), lm_head);
   }
-  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids) override {
+  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids,
+                        const torch::Tensor& segments) override {
     check_length(tokens.size(1));
     auto pos = position_ids.defined() ? position_ids : default_positions(tokens);
-    return lm_head->forward(transformer->forward(tokens, pos));
+    return lm_head->forward(transformer->forward(tokens, pos, allowed_attention(segments)));
   }
   KVCache make_cache(int64_t batch, int64_t capacity) const override {
     return empty_cache(*this, cfg_.n_layers, batch, cfg_.n_heads, cfg_.head_dim(), capacity);
   }
   torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) override {
     check_length(cache.length + tokens.size(1));
-    auto logits = lm_head->forward(transformer->forward(tokens, positions_from(tokens, cache.length), &cache));
+    auto logits = lm_head->forward(transformer->forward(tokens, positions_from(tokens, cache.length), {}, &cache));
     cache.length += tokens.size(1);
     return logits;
   }

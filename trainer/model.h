@@ -117,9 +117,11 @@ void replace_layer(torch::nn::Module& root, const std::string& path, Layer layer
 // Every family implements this: token ids in, next-token logits out.
 class CausalLMImpl : public LayerHost {
  public:
-  // tokens (B, T) int64; position_ids (B, T) or undefined for 0..T-1 -> logits (B, T, V)
-  virtual torch::Tensor forward(const torch::Tensor& tokens,
-                                const torch::Tensor& position_ids = {}) = 0;
+  // tokens (B, T) int64; position_ids (B, T) or undefined for 0..T-1; segments (B, T) document
+  // index per token, or undefined: with it, tokens attend only within their own document.
+  // -> logits (B, T, V)
+  virtual torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids = {},
+                                const torch::Tensor& segments = {}) = 0;
   // An empty cache for `batch` sequences of up to `capacity` positions, on the model's device/dtype.
   virtual KVCache make_cache(int64_t batch, int64_t capacity) const = 0;
   // tokens (B, T) at positions cache.length .. cache.length + T - 1, attending to the cached prefix;

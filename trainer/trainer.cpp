@@ -15,6 +15,8 @@
 #include "experiments/run_record.h"
 #include "parallel/comm.h"
 #include "parallel/grad_sync.h"
+#include "parallel/grid.h"
+#include "parallel/tensor_parallel.h"
 #include "parallel/zero.h"
 #include "trainer/config_reader.h"
 #include "trainer/errors.h"
@@ -100,6 +102,20 @@ class PreemptionSignals {
   struct sigaction old_term_ {}, old_usr1_ {};
 };
 
+// Rows [first, first + count) of a batch, on `device`.
+data::Batch slice(const data::Batch& b, int64_t first, int64_t count, const torch::Device& device) {
+  auto part = [&](const torch::Tensor& t) { return t.defined() ? t.narrow(0, first, count).to(device) : t; };
+  return {part(b.inputs), part(b.targets), part(b.positions), part(b.segments)};
+}
+
+// The model's parameters as full tensors: gathered over tp (collective) when `tp` is set.
+NamedTensors full_weights(CausalLMImpl& model, const parallel::TensorParallel* tp) {
+  if (tp) return tp->full_parameters(model);
+  NamedTensors weights;
+  for (const auto& item : model.named_parameters()) weights.emplace_back(item.key(), item.value().detach().cpu());
+  return weights;
+}
+
 std::string format_duration(double seconds) {
   int s = static_cast<int>(seconds + 0.5);
   char buf[32];
@@ -110,17 +126,26 @@ std::string format_duration(double seconds) {
 
 Trainer::Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler train_data,
                  torch::Tensor eval_tokens, experiments::RunRecord* record, parallel::Comm& comm)
+    : Trainer(model, settings, std::make_unique<data::WindowSampler>(std::move(train_data)),
+              eval_tokens.defined() ? data::fixed_batches(eval_tokens, settings.train.seq_len,
+                                                          settings.train.micro_batch_size, settings.eval.max_batches)
+                                    : std::vector<data::Batch>{},
+              record, comm) {}
+
+Trainer::Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data::BatchSource> train_data,
+                 std::vector<data::Batch> eval_batches, experiments::RunRecord* record, parallel::Comm& comm)
     : model_(std::move(model)),
       device_(model_->parameters().front().device()),
       s_(std::move(settings)),
       train_data_(std::move(train_data)),
-      eval_tokens_(std::move(eval_tokens)),
+      eval_batches_(std::move(eval_batches)),
       record_(record),
       comm_(comm),
-      grad_sync_(std::make_unique<parallel::GradSync>(*model_, comm, s_.bucket_mb)),
+      dp_(s_.grid ? s_.grid->dp() : comm),
+      grad_sync_(std::make_unique<parallel::GradSync>(*model_, dp_, s_.bucket_mb)),
       optimizer_(make_optimizer(*model_, s_.optim)) {
   grad_sync_->broadcast_parameters();
-  if (s_.zero) zero_ = std::make_unique<parallel::ZeroOptimizer>(*optimizer_, comm_);
+  if (s_.zero) zero_ = std::make_unique<parallel::ZeroOptimizer>(*optimizer_, dp_);
 }
 
 Trainer::~Trainer() = default;
@@ -144,7 +169,7 @@ void Trainer::run() {
     losses_.push_back(loss);
     log_step(step_, loss, grad_norm, lr);
     if (step_ == max_steps || (s_.train.eval_every > 0 && step_ % s_.train.eval_every == 0)) {
-      if (eval_tokens_.defined()) log_eval(evaluate());
+      if (!eval_batches_.empty()) log_eval(evaluate());
       if (s_.on_eval) s_.on_eval(step_);
     }
     if (signals.received_on_any_rank(comm_, device_)) {
@@ -173,31 +198,37 @@ double Trainer::train_step() {
   model_->train();
   optimizer_->zero_grad();
   const int64_t accum = s_.train.grad_accum_steps, micro_batch = s_.train.micro_batch_size;
-  data::Batch global = train_data_.next(micro_batch * accum * comm_.size());  // (B x accum x ranks, T)
+  const int64_t rows = micro_batch * accum;  // this rank's slice of the global batch
+  data::Batch mine = train_data_->next(rows * dp_.size(), dp_.rank() * rows, rows);  // (B x accum, T)
   double loss_sum = 0;
   for (int64_t micro = 0; micro < accum; ++micro) {
-    int64_t first = (comm_.rank() * accum + micro) * micro_batch;
-    auto inputs = global.inputs.narrow(0, first, micro_batch).to(device_);
-    auto targets = global.targets.narrow(0, first, micro_batch).to(device_);
+    data::Batch b = slice(mine, micro * micro_batch, micro_batch, device_);
     torch::Tensor loss;
     {
       Autocast autocast(s_.train.precision == "bf16", device_.type());
-      loss = causal_lm_loss(model_->forward(inputs), targets);
+      loss = loss_of(model_->forward(b.inputs, b.positions, b.segments), b.targets);
     }
     grad_sync_->begin_backward(/*sync=*/!zero_ && micro == accum - 1);  // ZeRO reduce-scatters instead
     (loss / static_cast<double>(accum)).backward();
     loss_sum += loss.item<double>();
   }
   grad_sync_->finish();
-  tokens_seen_ += global.inputs.numel();
+  tokens_seen_ += mine.inputs.numel() * dp_.size();
   auto mean_loss = torch::tensor({loss_sum / static_cast<double>(accum)}, torch::kDouble).to(device_);
   comm_.allreduce(mean_loss, parallel::ReduceOp::avg);  // a NaN on any rank reaches every rank
   return mean_loss.item<double>();
 }
 
+// Under tp the logits are this rank's vocab slice: the loss is the vocab-parallel one.
+torch::Tensor Trainer::loss_of(const torch::Tensor& logits, const torch::Tensor& targets) {
+  return s_.tp ? parallel::vocab_parallel_cross_entropy(logits, targets, s_.tp->comm()) : causal_lm_loss(logits, targets);
+}
+
 double Trainer::sync_and_clip() {
   if (zero_) return zero_->reduce_gradients_and_clip(s_.optim.grad_clip);
-  return clip_grad_norm(*model_, s_.optim.grad_clip);  // grad_sync_ already averaged the gradients
+  if (!s_.tp) return clip_grad_norm(*model_, s_.optim.grad_clip);  // grad_sync_ already averaged the gradients
+  s_.tp->average_replicated_gradients(*model_);
+  return s_.tp->clip_grad_norm(*model_, s_.optim.grad_clip);
 }
 
 void Trainer::apply_update(double lr) {
@@ -213,17 +244,18 @@ void Trainer::apply_update(double lr) {
 EvalResult Trainer::evaluate() {
   torch::NoGradGuard no_grad;
   model_->eval();
-  auto batches = data::fixed_batches(eval_tokens_, s_.train.seq_len, s_.train.micro_batch_size, s_.eval.max_batches);
   double local[2] = {0, 0};  // [loss x tokens, tokens] over this rank's batches
-  for (size_t i = comm_.rank(); i < batches.size(); i += comm_.size()) {
+  for (size_t i = dp_.rank(); i < eval_batches_.size(); i += dp_.size()) {
     Autocast autocast(s_.train.precision == "bf16", device_.type());
-    auto targets = batches[i].targets.to(device_);
-    double loss = causal_lm_loss(model_->forward(batches[i].inputs.to(device_)), targets).item<double>();
-    local[0] += loss * static_cast<double>(targets.numel());
-    local[1] += static_cast<double>(targets.numel());
+    data::Batch b = slice(eval_batches_[i], 0, eval_batches_[i].inputs.size(0), device_);
+    double counted = static_cast<double>((b.targets != -100).sum().item<int64_t>());
+    double loss = loss_of(model_->forward(b.inputs, b.positions, b.segments), b.targets).item<double>();
+    if (counted == 0) continue;
+    local[0] += loss * counted;
+    local[1] += counted;
   }
   auto sums = torch::tensor({local[0], local[1]}, torch::kDouble).to(device_);
-  comm_.allreduce(sums, parallel::ReduceOp::sum);
+  dp_.allreduce(sums, parallel::ReduceOp::sum);
   sums = sums.cpu();
   EvalResult r;
   r.tokens = static_cast<int64_t>(sums[1].item<double>());
@@ -262,13 +294,18 @@ void Trainer::log_step(int64_t step, double loss, double grad_norm, double lr) {
 std::string Trainer::save_checkpoint() {
   CheckpointFiles files;
   const std::string rank = std::to_string(comm_.rank());
+  if (comm_.rank() == 0 || s_.tp) {  // under tp every rank takes part in gathering the full tensors
+    NamedTensors weights = full_weights(*model_, s_.tp.get());
+    NamedTensors moments = zero_ ? NamedTensors{} : full_tensors(adamw_state(*optimizer_, named_optimizer_params()));
+    if (comm_.rank() == 0) {
+      files.tensors["model.safetensors"] = std::move(weights);
+      if (!zero_) files.tensors["optimizer.safetensors"] = std::move(moments);
+    }
+  }
   if (comm_.rank() == 0) {
-    NamedTensors weights;
-    for (const auto& item : model_->named_parameters()) weights.emplace_back(item.key(), item.value().detach().cpu());
-    files.tensors["model.safetensors"] = std::move(weights);
-    if (!zero_) files.tensors["optimizer.safetensors"] = adamw_state(*optimizer_, named_optimizer_params());
-    nlohmann::json state = {{"step", step_}, {"tokens_seen", tokens_seen_}, {"sampler", train_data_.state()},
-                            {"world_size", comm_.size()}, {"zero", s_.zero}};
+    nlohmann::json state = {{"step", step_}, {"tokens_seen", tokens_seen_}, {"sampler", train_data_->state()},
+                            {"world_size", comm_.size()}, {"zero", s_.zero},
+                            {"tp", s_.tp ? s_.tp->comm().size() : 1}};
     files.texts["trainer_state.json"] = state.dump(2) + "\n";
   }
   if (zero_) files.tensors["optimizer.rank_" + rank + ".safetensors"] = adamw_state(zero_->optimizer(), zero_params());
@@ -288,7 +325,7 @@ void Trainer::load_checkpoint(const std::string& dir) {
     throw InputError(dir + " was saved with parallel.zero " + std::string(state.at("zero").get<bool>() ? "1" : "0") +
                      " on " + std::to_string(state.at("world_size").get<int>()) +
                      " ranks; ZeRO-1 optimizer shards resume only with the same setting and number of ranks");
-  auto saved = load_safetensors(dir + "/model.safetensors");
+  auto saved = local_tensors(load_safetensors(dir + "/model.safetensors"));
   std::map<std::string, torch::Tensor> by_name(saved.begin(), saved.end());
   std::vector<std::string> problems;
   auto params = model_->named_parameters();
@@ -318,7 +355,7 @@ void Trainer::load_checkpoint(const std::string& dir) {
     load_adamw_state(zero_->optimizer(), zero_params(), load_safetensors(file), file);
   } else {
     std::string file = dir + "/optimizer.safetensors";
-    load_adamw_state(*optimizer_, named_optimizer_params(), load_safetensors(file), file);
+    load_adamw_state(*optimizer_, named_optimizer_params(), local_tensors(load_safetensors(file)), file);
   }
   // A rank that did not exist when the checkpoint was saved takes rank 0's generator.
   std::string rng_file = dir + "/rng.rank_" + rank + ".safetensors";
@@ -330,7 +367,7 @@ void Trainer::load_checkpoint(const std::string& dir) {
     }
   step_ = state.at("step").get<int64_t>();
   tokens_seen_ = state.at("tokens_seen").get<int64_t>();
-  train_data_.restore(state.at("sampler").get<std::string>());
+  train_data_->restore(state.at("sampler").get<std::string>());
 }
 
 NamedParams Trainer::named_optimizer_params() {
@@ -344,10 +381,19 @@ NamedParams Trainer::zero_params() {
 }
 
 void Trainer::save_final_weights() {
-  if (!record_) return;
-  NamedTensors tensors;
-  for (const auto& item : model_->named_parameters()) tensors.emplace_back(item.key(), item.value());
-  save_safetensors(record_->dir() + "/model.safetensors", tensors, {{"format", "pt"}});
+  if (!record_ && !s_.tp) return;
+  NamedTensors tensors = full_weights(*model_, s_.tp.get());
+  if (record_) save_safetensors(record_->dir() + "/model.safetensors", tensors, {{"format", "pt"}});
+}
+
+
+NamedTensors Trainer::full_tensors(const NamedTensors& local) { return s_.tp ? s_.tp->gather(local, device_) : local; }
+
+NamedTensors Trainer::local_tensors(const NamedTensors& full) {
+  if (!s_.tp) return full;
+  NamedTensors local;
+  for (const auto& [name, t] : full) local.emplace_back(name, s_.tp->shard(name, t));
+  return local;
 }
 
 }  // namespace lmforge::trainer

@@ -25,6 +25,8 @@ class RunRecord;
 namespace lmforge::parallel {
 class Comm;
 class GradSync;
+class Grid;
+class TensorParallel;
 class ZeroOptimizer;
 }
 
@@ -70,6 +72,8 @@ struct TrainerSettings {
   bool live_progress = false;  // rewrite one status line (a terminal) instead of printing lines
   double bucket_mb = 25.0;     // data-parallel gradient bucket size
   bool zero = false;           // shard the optimizer state across ranks (ZeRO-1)
+  parallel::Grid* grid = nullptr;  // the dp x tp layout of the trainer's comm; null: all data parallel
+  std::shared_ptr<parallel::TensorParallel> tp;  // what parallelize() split; null: tp = 1
   std::string run_dir;         // checkpoints go to <run_dir>/checkpoints; empty: no checkpoints
   std::map<std::string, std::string> lineage;  // config hash, dataset ids, code version: into manifests
   std::function<void(int64_t step)> on_eval;    // more evaluation at each eval point (eval suites); collective
@@ -80,12 +84,16 @@ struct EvalResult {
   int64_t tokens = 0;
 };
 
-// Data parallel over `comm`: every rank draws the same global batch of
-// micro_batch_size x grad_accum_steps x ranks windows and trains on its own slice; gradients
-// are averaged, so any number of ranks trains the same model. Only the rank given a
-// RunRecord (rank 0) writes metrics, logs and weights.
+// Data parallel over `comm` (or over settings.grid's dp axis, `comm` being the whole world):
+// every dp rank draws the same global batch of micro_batch_size x grad_accum_steps x dp windows
+// and trains on its own slice; gradients are averaged, so any number of ranks trains the same
+// model. The tp ranks of a dp rank share its slice. Checkpoints and final weights hold full
+// tensors whatever tp is. Only the rank given a RunRecord (rank 0) writes metrics, logs and weights.
 class Trainer {
  public:
+  Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data::BatchSource> train_data,
+          std::vector<data::Batch> eval_batches, experiments::RunRecord* record, parallel::Comm& comm);
+  // Random windows of a token stream (tests, benchmarks); eval_tokens cut into fixed batches.
   Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler train_data,
           torch::Tensor eval_tokens, experiments::RunRecord* record, parallel::Comm& comm);
   ~Trainer();
@@ -111,14 +119,18 @@ class Trainer {
   void save_final_weights();
   NamedParams named_optimizer_params();  // named as the model's parameters
   NamedParams zero_params();             // this rank's ZeRO-1 shards
+  torch::Tensor loss_of(const torch::Tensor& logits, const torch::Tensor& targets);
+  NamedTensors full_tensors(const NamedTensors& local);   // gathered over tp (collective); as is at tp = 1
+  NamedTensors local_tensors(const NamedTensors& full);   // this tp rank's shards of full tensors
 
   CausalLM model_;
   torch::Device device_;  // where the model lives; batches are moved here
   TrainerSettings s_;
-  data::WindowSampler train_data_;
-  torch::Tensor eval_tokens_;  // (N) int64, undefined when there is no eval data
+  std::unique_ptr<data::BatchSource> train_data_;
+  std::vector<data::Batch> eval_batches_;  // the same every evaluation; empty: no evaluation
   experiments::RunRecord* record_;
-  parallel::Comm& comm_;
+  parallel::Comm& comm_;  // every rank: checkpoints, signals, console
+  parallel::Comm& dp_;    // the data-parallel axis: batches, gradient sync, losses
   std::unique_ptr<parallel::GradSync> grad_sync_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   std::unique_ptr<parallel::ZeroOptimizer> zero_;  // set when s_.zero: steps shards instead of optimizer_

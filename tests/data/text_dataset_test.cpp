@@ -1,12 +1,11 @@
-// tests/data/text_dataset_test.cpp -- the HDF5 token cache (content-keyed, reused, atomic) and
-// the window samplers; bad inputs name the key and the file.
+// tests/data/text_dataset_test.cpp -- input file expansion (bad inputs name the key and the file)
+// and the window samplers over raw token streams.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include "data/text_dataset.h"
-#include "data/tokenizer.h"
 #include "trainer/errors.h"
 
 namespace fs = std::filesystem;
@@ -26,56 +25,19 @@ class TextDatasetTest : public ::testing::Test {
     std::ofstream(path, std::ios::binary) << text;
     return path;
   }
-  std::string cache() const { return (dir_ / "cache").string(); }
   fs::path dir_;
-  ByteTokenizer tok_;
 };
-
-TEST_F(TextDatasetTest, TokenizesEachFileAsADocumentEndedByEos) {
-  write("a.txt", "hi");
-  write("b.txt", "\xc3\xa9!");
-  auto corpus = open_text_corpus({(dir_ / "*.txt").string()}, tok_, cache(), "data.train");
-  std::vector<int64_t> expected = {'h', 'i', 257, 0xc3, 0xa9, '!', 257};
-  EXPECT_EQ(std::vector<int64_t>(corpus.tokens.data_ptr<int64_t>(), corpus.tokens.data_ptr<int64_t>() + 7), expected);
-  EXPECT_EQ(corpus.num_documents, 2);
-  EXPECT_EQ(corpus.id.size(), 64u);
-  EXPECT_TRUE(fs::exists(corpus.cache_path));
-  EXPECT_EQ(fs::path(corpus.cache_path).extension(), ".h5");
-}
-
-TEST_F(TextDatasetTest, CacheIsReusedAndKeyedByContent) {
-  auto path = write("a.txt", "some text");
-  auto first = open_text_corpus({path}, tok_, cache(), "data.train");
-  auto written = fs::last_write_time(first.cache_path);
-  auto second = open_text_corpus({path}, tok_, cache(), "data.train");
-  EXPECT_EQ(second.id, first.id);
-  EXPECT_EQ(fs::last_write_time(second.cache_path), written) << "a hit must not rewrite the cache";
-  EXPECT_TRUE(torch::equal(first.tokens, second.tokens));
-  write("a.txt", "other text");
-  auto changed = open_text_corpus({path}, tok_, cache(), "data.train");
-  EXPECT_NE(changed.id, first.id);
-  for (const auto& entry : fs::directory_iterator(cache()))
-    EXPECT_EQ(entry.path().string().find(".tmp."), std::string::npos) << "no temp file may be left behind";
-}
-
-TEST_F(TextDatasetTest, CorruptCacheFileIsRebuilt) {
-  auto path = write("a.txt", "abc");
-  auto first = open_text_corpus({path}, tok_, cache(), "data.train");
-  std::ofstream(first.cache_path, std::ios::binary | std::ios::trunc) << "not hdf5";
-  auto again = open_text_corpus({path}, tok_, cache(), "data.train");
-  EXPECT_TRUE(torch::equal(first.tokens, again.tokens));
-}
 
 TEST_F(TextDatasetTest, MissingAndUnreadableInputsNameTheKeyAndFile) {
   auto missing = (dir_ / "missing.txt").string();
   try {
-    open_text_corpus({missing}, tok_, cache(), "data.eval");
+    expand_patterns({missing}, "data.eval");
     FAIL() << "expected InputError";
   } catch (const lmforge::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("data.eval: no file matches '" + missing + "'"), std::string::npos) << e.what();
   }
   fs::create_directories(dir_ / "adir");
-  EXPECT_THROW(open_text_corpus({(dir_ / "adir").string()}, tok_, cache(), "data.train"), lmforge::InputError);
+  EXPECT_THROW(read_text_file((dir_ / "adir").string(), "data.train"), lmforge::InputError);
 }
 
 TEST_F(TextDatasetTest, WindowSamplerShiftsTargetsAndIsSeeded) {

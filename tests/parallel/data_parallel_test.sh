@@ -2,17 +2,7 @@
 # tests/parallel/data_parallel_test.sh -- lmforge train under real mpirun: dp=2 against one
 # process with the same global batch, ranks with different configs, a dp mismatch, a killed rank.
 # Usage: data_parallel_test.sh PATH/TO/lmforge "MPIRUN AND ITS FLAGS"   (from the source root)
-set -u
-LMFORGE=${1:?usage: data_parallel_test.sh LMFORGE MPIRUN}
-read -r -a MPIRUN <<<"${2:?}"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $1"; sed 's/^/    /' "$work/out" | tail -20; }
-common=(--set train.max_steps=20 --set train.log_every=1 --set train.eval_every=10 --set "data.cache_dir=$work/cache")
-losses() { grep -o '"loss":[-0-9.e]*' "$1"/metrics.jsonl | cut -d: -f2; }
-eval_losses() { grep -o '"eval_loss":[-0-9.e]*' "$1"/metrics.jsonl | cut -d: -f2; }
+source "$(dirname "$0")/cli_common.sh" "$@"
 
 # Same global batch: 1 rank x 2 micro-steps of 16 against 2 ranks x 1 micro-step of 16.
 "$LMFORGE" train configs/tiny.yaml "${common[@]}" --set train.grad_accum_steps=2 \
@@ -93,5 +83,4 @@ elapsed=$(($(date +%s) - start))
   && ok "hung rank: the job aborts after the timeout (exit $rc after ${elapsed}s)" \
   || not_ok "hung rank: exit $rc after ${elapsed}s"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

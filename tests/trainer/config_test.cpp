@@ -55,7 +55,9 @@ TEST_F(ConfigTest, MinimalConfigLoadsWithDefaults) {
   EXPECT_EQ(cfg.model.arch, "llama");
   EXPECT_EQ(cfg.train.max_steps, 10);
   EXPECT_EQ(cfg.train.seq_len, 128);
-  EXPECT_EQ(cfg.data.train, std::vector<std::string>{"a.txt"});
+  ASSERT_EQ(cfg.data.sources.size(), 1u) << "data.train is shorthand for one text source per pattern";
+  EXPECT_EQ(cfg.data.sources[0].paths, std::vector<std::string>{"a.txt"});
+  EXPECT_EQ(cfg.data.sources[0].split, "train");
   EXPECT_EQ(cfg.data.cache_dir, "runs/cache");
 }
 
@@ -192,6 +194,30 @@ TEST_F(ConfigTest, CrossFieldRules) {
                              "data:\n  train: a\ntrain:\n  max_steps: 1\n  seq_len: 4096\n"));
   EXPECT_NE(err.find("model.n_heads: hidden_size 100 is not divisible by n_heads 3"), std::string::npos) << err;
   EXPECT_NE(err.find("train.seq_len: train.seq_len 4096 exceeds model.max_seq_len 1024"), std::string::npos) << err;
+}
+
+TEST_F(ConfigTest, TensorParallelLayoutRulesNameTheKeysAndNumbers) {
+  auto path = write("c.yaml", kMinimal);
+  auto with = [](std::vector<std::string> sets) {  // 8 heads, 2 kv heads, the byte vocabulary (258)
+    sets.insert(sets.begin(), {"model.n_heads=8", "model.n_kv_heads=2"});
+    return sets;
+  };
+  auto cfg = load_config(path, with({"parallel.tp=2", "parallel.dp=auto"}));
+  EXPECT_EQ(cfg.parallel.tp, 2);
+  EXPECT_EQ(cfg.parallel.dp, 0);  // auto: world / tp
+  EXPECT_EQ(load_config(path, with({"parallel.dp=3"})).parallel.dp, 3);
+  EXPECT_EQ(load_config(path).parallel.tp, 1);
+  auto err = errors_of(path, with({"parallel.tp=4"}));
+  EXPECT_NE(err.find("parallel.tp: model.n_kv_heads 2 (key/value heads) is not divisible by parallel.tp 4"),
+            std::string::npos) << err;
+  EXPECT_EQ(err.find("model.n_heads 8"), std::string::npos) << err;
+  err = errors_of(path, with({"parallel.tp=3", "parallel.dp=two", "parallel.zero=1"}));
+  EXPECT_NE(err.find("model.n_heads 8 (attention heads) is not divisible by parallel.tp 3"), std::string::npos) << err;
+  EXPECT_NE(err.find("model.intermediate_size 704 (MLP width) is not divisible by parallel.tp 3"), std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("model.vocab_size"), std::string::npos) << err;  // 258 = 3 x 86
+  EXPECT_NE(err.find("parallel.dp: expected a positive integer or auto, got 'two'"), std::string::npos) << err;
+  EXPECT_NE(err.find("parallel.zero: parallel.zero 1 with parallel.tp 3 is not supported"), std::string::npos) << err;
 }
 
 TEST(Suggest, PicksTheNearestWithinReach) {

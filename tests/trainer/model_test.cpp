@@ -188,3 +188,20 @@ TEST(ReplaceableLayers, TiedHeadUsesTheEmbeddingWeightWithoutOwningIt) {
   ASSERT_TRUE(head);
   EXPECT_TRUE(head->weight.is_same(params["transformer.wte.weight"]));
 }
+
+// Packed documents with segments (and positions restarting per document) give each document the
+// logits it has alone: nothing leaks across the boundary. fp32; 1e-5 covers summation order.
+TEST_P(CausalityTest, SegmentsStopAttentionAcrossPackedDocuments) {
+  torch::manual_seed(0);
+  auto model = build_model(small_config(GetParam()));
+  model->eval();
+  auto a = torch::randint(50, {1, 5}), b = torch::randint(50, {1, 4});
+  auto packed = torch::cat({a, b}, 1);
+  auto positions = torch::tensor({0, 1, 2, 3, 4, 0, 1, 2, 3}).unsqueeze(0);
+  auto segments = torch::tensor({0, 0, 0, 0, 0, 1, 1, 1, 1}).unsqueeze(0);
+  auto isolated = model->forward(packed, positions, segments);
+  EXPECT_TRUE(torch::allclose(isolated.narrow(1, 5, 4), model->forward(b), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(isolated.narrow(1, 0, 5), model->forward(a), 1e-5, 1e-5));
+  auto leaky = model->forward(packed, positions);
+  EXPECT_FALSE(torch::allclose(leaky.narrow(1, 5, 4), model->forward(b), 1e-5, 1e-5)) << "without segments b sees a";
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+# configs/tasks/make_uppercase_task.py -- writes the quickstart's instruction task: "upper-case these
+# words", whose answers are checked exactly. Words come from the fortunes corpus; seeded, so every
+# machine writes the same files. Usage: make_uppercase_task.py OUT_DIR [N_TRAIN] [N_EVAL]
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+n_train = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
+n_eval = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+text = Path("/usr/share/games/fortunes/wisdom").read_text(encoding="utf-8", errors="replace")
+words = sorted({w.lower() for w in re.findall(r"\b[A-Za-z]{3,7}\b", text)})
+rng = random.Random(20261123)
+rng.shuffle(words)
+held_out = set(words[: len(words) // 5])  # eval prompts use words never seen in training answers
+
+
+def example(pool):
+    chosen = [rng.choice(pool) for _ in range(rng.randint(1, 2))]
+    phrase = " ".join(chosen)
+    return {"instruction": "Upper-case: " + phrase, "output": phrase.upper()}
+
+
+out.mkdir(parents=True, exist_ok=True)
+train_pool = [w for w in words if w not in held_out]
+eval_pool = sorted(held_out)
+for name, n, pool in (("train", n_train, train_pool), ("eval", n_eval, eval_pool)):
+    with open(out / f"uppercase_{name}.jsonl", "w", encoding="utf-8") as f:
+        for _ in range(n):
+            f.write(json.dumps(example(pool)) + "\n")
+print(f"wrote {n_train} train and {n_eval} eval examples to {out}")

@@ -1,0 +1,83 @@
+// data/pipeline.h -- `data:` config and `prepare_dataset`: sources -> records -> templates and loss
+// masks -> filters, de-duplication, split -> packed rows -> HDF5 shards + manifest.json.
+// Reading shards back and sampling them is data/shards.h and data/sampler.h.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/template.h"
+
+namespace lmforge::config {
+class Section;
+}
+
+namespace lmforge::data {
+
+class Tokenizer;
+
+struct SourceConfig {
+  std::vector<std::string> paths;   // files or globs (required); relative paths from the working directory
+  std::string format = "text";      // text | jsonl | alpaca | chat
+  std::string separator;            // text: a line equal to this splits a file into documents; "": one per file
+  std::string field = "text";       // jsonl: the field holding the document
+  std::string instruction = "instruction", input = "input", output = "output";  // alpaca: field names
+  std::string messages = "messages";  // chat: the list of {role, content}
+  std::string template_name;        // alpaca: default "alpaca"; chat: default "chatml" (built-ins)
+  double weight = 1.0;              // documents repeated floor(w) times, plus once more with probability frac(w)
+  std::string split = "auto";       // auto: data.eval_fraction decides per document | train | eval
+  std::string key;                  // the config key named in errors about the paths
+};
+
+struct DataConfig {
+  std::vector<std::string> train;   // shorthand: plain-text sources for training (one document per file)
+  std::vector<std::string> eval;    // shorthand: plain-text held-out sources
+  std::vector<SourceConfig> sources;
+  std::vector<PromptTemplate> templates;  // named; usable by sources next to the built-ins
+  bool train_on_prompt = false;     // false: prompt tokens and non-assistant turns carry no loss
+  double eval_fraction = 0.0;       // share of `auto` documents held out, chosen by a seeded hash
+  int64_t min_tokens = 1;           // documents shorter than this (without eos) are dropped
+  int64_t max_tokens = 0;           // longer documents are dropped; 0: no limit
+  bool dedup = true;                // exact duplicates (same text) are kept once
+  bool normalize = true;            // CRLF -> LF and trailing whitespace of each line removed
+  bool cross_document_attention = true;  // false: packed documents do not attend to each other
+  std::string on_error = "error";   // error | skip: malformed records stop prepare or are counted and skipped
+  std::string cache_dir;            // prepared datasets; empty: <run.output_dir>/cache
+  int64_t shard_rows = 8192;        // rows per shard file: ~4 MiB of uint16 ids at seq_len 256
+};
+void read_data_config(config::Section& s, DataConfig& c);
+
+// What identifies a prepared dataset besides the data config.
+struct PrepareOptions {
+  int64_t seq_len = 0;   // tokens per training row (a row stores seq_len + 1 ids)
+  uint64_t seed = 0;     // the train/eval split and source weights
+  bool quiet = false;    // no progress lines
+};
+
+struct PreparedDataset {
+  std::string dir;        // <cache_dir>/<id>
+  std::string id;         // dataset id: sha256 over inputs, tokenizer, templates and pipeline config
+  nlohmann::json manifest;
+  bool reused = false;    // an identical dataset was already prepared
+};
+
+// Prepares (or reuses) the dataset. Bad inputs throw InputError naming the file and line (and
+// field or byte offset); nothing half-written is left: shards and the directory appear by rename.
+PreparedDataset prepare_dataset(const DataConfig& cfg, const Tokenizer& tokenizer, const PrepareOptions& opt);
+
+// One record after templates: text segments, each trained on or not. For `data inspect`.
+struct Segment {
+  std::string text;
+  bool trained = true;
+};
+struct Record {
+  std::string where;  // file:line
+  std::vector<Segment> segments;
+};
+// The records of every source in order (errors as prepare_dataset; skipped records are dropped).
+std::vector<Record> read_records(const DataConfig& cfg, int64_t limit);
+
+}  // namespace lmforge::data
