@@ -1,8 +1,7 @@
-// data/hf_tokenizer.cpp -- BPE from tokenizer.json: byte-level (pre-tokenizer regex via PCRE2,
-// GPT-2's byte<->unicode table) or SentencePiece-style (U+2581 spaces, byte fallback), with
-// rank-ordered merges, added/special tokens and TemplateProcessing.
-// No normalizers and no SentencePiece: Debian's libsentencepiece loads a second protobuf that
-// crashes beside LibTorch's at start-up, so tokenizer.model is refused with that reason.
+// data/hf_tokenizer.cpp -- BPE from tokenizer.json or GPT-2's vocab.json + merges.txt (turned into
+// the same JSON): byte-level (pre-tokenizer regex via PCRE2, GPT-2's byte<->unicode table) or
+// SentencePiece-style (U+2581 spaces, byte fallback), with rank-ordered merges, added/special
+// tokens and TemplateProcessing. No normalizers; tokenizer.model files are sentencepiece_tokenizer.cpp's.
 #include "data/hf_tokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -10,10 +9,14 @@
 
 #include <array>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <mutex>
+#include <string_view>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "data/sentencepiece_tokenizer.h"
 #include "trainer/digest.h"
 #include "trainer/errors.h"
 #include "trainer/hf_model.h"
@@ -136,8 +139,9 @@ class BpeTokenizer : public Tokenizer {
     if (!byte_level_ && !metaspace_)
       fail("neither a byte-level BPE (ByteLevel pre-tokenizer) nor a SentencePiece-style one (spaces as U+2581)");
     read_post_processor(j.contains("post_processor") ? j["post_processor"] : json());
-    bos_ = id_of_special(config, "bos_token");
-    eos_ = id_of_special(config, "eos_token");
+    read_special_tokens(config);
+    for (const auto& a : added_)
+      if (!a.first.empty()) added_first_bytes_[static_cast<unsigned char>(a.first[0])] = true;
   }
   ~BpeTokenizer() override {
     if (regex_) pcre2_code_free(regex_);
@@ -148,11 +152,12 @@ class BpeTokenizer : public Tokenizer {
     size_t start = 0;
     for (size_t i = 0; i <= text.size();) {  // added tokens split the text before the regex runs
       const std::pair<std::string, int32_t>* hit = nullptr;
-      for (const auto& a : added_)
-        if (i < text.size() && !a.first.empty() && text.compare(i, a.first.size(), a.first) == 0) {
-          hit = &a;
-          break;
-        }
+      if (i < text.size() && added_first_bytes_[static_cast<unsigned char>(text[i])])
+        for (const auto& a : added_)
+          if (!a.first.empty() && text.compare(i, a.first.size(), a.first) == 0) {
+            hit = &a;
+            break;
+          }
       if (hit || i == text.size()) {
         encode_plain(text.substr(start, i - start), ids, /*first=*/start == 0);
         if (!hit) break;
@@ -197,6 +202,10 @@ class BpeTokenizer : public Tokenizer {
   int64_t vocab_size() const override { return static_cast<int64_t>(tokens_.size()); }
   int32_t bos_id() const override { return bos_; }
   int32_t eos_id() const override { return eos_; }
+  int32_t pad_id() const override { return pad_; }
+  std::string piece(int32_t id) const override {
+    return id >= 0 && id < static_cast<int32_t>(tokens_.size()) ? tokens_[id] : "";
+  }
   std::string fingerprint() const override { return fingerprint_; }
 
  private:
@@ -208,10 +217,24 @@ class BpeTokenizer : public Tokenizer {
     ids_[token] = id;
   }
 
-  int32_t id_of_special(const json& config, const std::string& key) const {
-    if (!config.is_object() || !config.contains(key)) return -1;
-    auto it = ids_.find(token_content(config[key]));
-    return it == ids_.end() ? -1 : it->second;
+  // bos/eos/pad (skipped by decode) and additional_special_tokens (decoded as text) from a
+  // tokenizer_config.json-shaped object; each becomes an added token, new ones get the next ids.
+  void read_special_tokens(const json& config) {
+    if (!config.is_object()) return;
+    auto add = [&](const std::string& content, bool skip_on_decode) {
+      if (content.empty()) return -1;
+      if (!ids_.count(content)) add_token(content, static_cast<int32_t>(tokens_.size()));
+      int32_t id = ids_.at(content);
+      if (std::find_if(added_.begin(), added_.end(), [&](const auto& a) { return a.second == id; }) == added_.end())
+        added_.emplace_back(content, id);
+      if (skip_on_decode) special_.insert({id, true});
+      return id;
+    };
+    using Slot = std::pair<const char*, int32_t*>;
+    for (auto [key, target] : {Slot{"bos_token", &bos_}, Slot{"eos_token", &eos_}, Slot{"pad_token", &pad_}})
+      if (config.contains(key)) *target = add(token_content(config[key]), true);
+    for (const auto& t : config.value("additional_special_tokens", json::array())) add(token_content(t), false);
+    std::sort(added_.begin(), added_.end(), [](const auto& x, const auto& y) { return x.first.size() > y.first.size(); });
   }
 
   // SentencePiece-style files (Llama 2, Mistral) spell spaces as U+2581 in the normalizer:
@@ -256,6 +279,7 @@ class BpeTokenizer : public Tokenizer {
     regex_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
                            &code, &offset, nullptr);
     if (!regex_) fail("pre-tokenizer regex does not compile at offset " + std::to_string(offset));
+    pcre2_jit_compile(regex_, PCRE2_JIT_COMPLETE);  // several times faster; without JIT pcre2_match interprets
   }
 
   // TemplateProcessing's "single" template: special ids before and after the sequence.
@@ -292,38 +316,62 @@ class BpeTokenizer : public Tokenizer {
     if (text.empty()) return;
     if (!byte_level_) return encode_metaspace(text, ids, first);
     if (add_prefix_space_ && text[0] != ' ') text = " " + text;
-    std::vector<std::string> pieces;
+    std::vector<std::string_view> pieces;
+    const std::string_view all(text);
     if (!regex_) {
-      pieces.push_back(text);
+      pieces.push_back(all);
     } else {
       pcre2_match_data* match = pcre2_match_data_create_from_pattern(regex_, nullptr);
       size_t start = 0, emitted = 0;
+      uint32_t options = 0;  // the first match checks the whole text's UTF-8; later ones need not again
       while (start < text.size()) {
-        int rc = pcre2_match(regex_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start, 0, match, nullptr);
+        int rc = pcre2_match(regex_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), start, options, match,
+                             nullptr);
+        options = PCRE2_NO_UTF_CHECK;
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
+          PCRE2_SIZE bad = pcre2_get_startchar(match);  // for UTF-8 errors: the offending byte
           pcre2_match_data_free(match);
-          throw InputError("text to tokenize is not valid UTF-8 (" + path_ + ")");
+          throw InputError("text to tokenize is not valid UTF-8 at byte " + std::to_string(bad) +
+                           " of its piece between special tokens (" + path_ + ")");
         }
         PCRE2_SIZE* ov = pcre2_get_ovector_pointer(match);
-        if (ov[0] > emitted) pieces.push_back(text.substr(emitted, ov[0] - emitted));  // a gap: its own piece
-        if (ov[1] > ov[0]) pieces.push_back(text.substr(ov[0], ov[1] - ov[0]));
+        if (ov[0] > emitted) pieces.push_back(all.substr(emitted, ov[0] - emitted));  // a gap: its own piece
+        if (ov[1] > ov[0]) pieces.push_back(all.substr(ov[0], ov[1] - ov[0]));
         emitted = std::max<size_t>(emitted, ov[1]);
         start = ov[1] > ov[0] ? ov[1] : start + utf8_chars(text.substr(start, 4))[0].size();
       }
       pcre2_match_data_free(match);
-      if (emitted < text.size()) pieces.push_back(text.substr(emitted));
+      if (emitted < text.size()) pieces.push_back(all.substr(emitted));
     }
-    for (const auto& piece : pieces) {
-      std::vector<std::string> symbols;
-      for (unsigned char c : piece) symbols.push_back(bytes_[c]);
-      merge(symbols);
-      for (const auto& s : symbols) {
-        auto it = ids_.find(s);
-        if (it == ids_.end()) throw InputError(path_ + ": token '" + s + "' is not in the vocabulary");
-        ids.push_back(it->second);
+    for (auto piece : pieces) encode_piece(piece, ids);
+  }
+
+  // One pre-token through the byte table and the merges. Text repeats its words, so the ids of
+  // each piece are cached: a hit costs one hash lookup instead of a merge loop (bench/RESULTS.md).
+  void encode_piece(std::string_view piece, std::vector<int32_t>& ids) const {
+    std::string key(piece);
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex_);
+      auto hit = cache_.find(key);
+      if (hit != cache_.end()) {
+        ids.insert(ids.end(), hit->second.begin(), hit->second.end());
+        return;
       }
     }
+    std::vector<std::string> symbols;
+    for (unsigned char c : piece) symbols.push_back(bytes_[c]);
+    merge(symbols);
+    std::vector<int32_t> piece_ids;
+    for (const auto& s : symbols) {
+      auto it = ids_.find(s);
+      if (it == ids_.end()) throw InputError(path_ + ": token '" + s + "' is not in the vocabulary");
+      piece_ids.push_back(it->second);
+    }
+    ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_.size() >= kCacheEntries) cache_.clear();
+    cache_.emplace(std::move(key), std::move(piece_ids));
   }
 
   // SentencePiece-style: spaces become U+2581, words start at a U+2581 that follows another
@@ -399,33 +447,106 @@ class BpeTokenizer : public Tokenizer {
   std::map<int32_t, bool> special_;
   std::vector<int32_t> prefix_, suffix_;
   pcre2_code* regex_ = nullptr;
+  std::array<bool, 256> added_first_bytes_{};  // [byte]: some added token starts with it
+  // Pre-token -> ids. Bounded (cleared when full) so adversarial text cannot grow it without
+  // limit: 2^18 entries of a few short strings stay under ~50 MB.
+  static constexpr size_t kCacheEntries = size_t{1} << 18;
+  mutable std::mutex cache_mutex_;
+  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
   bool add_prefix_space_ = false;  // byte level: a space before text that lacks one
   bool byte_level_ = false, metaspace_ = false;
   bool prepend_space_ = false;     // metaspace: U+2581 before the text (removed again on decode)
   bool prepend_first_only_ = false;  // Metaspace prepend_scheme "first": not after an added token
   bool byte_fallback_ = false;     // metaspace: unknown characters as <0xXX> byte tokens
   int32_t unk_ = -1;
-  int32_t bos_ = -1, eos_ = -1;
+  int32_t bos_ = -1, eos_ = -1, pad_ = -1;
 };
 
 }  // namespace
 
+namespace {
+
+json read_config_beside(const fs::path& file) {
+  fs::path config_path = file.parent_path() / "tokenizer_config.json";
+  return fs::exists(config_path) ? trainer::read_json_file(config_path.string()) : json::object();
+}
+
+// `special` (from lmforge's config) over the files' tokenizer_config.json; also returns a short
+// hash of what was overridden, for the fingerprint ("" when nothing was).
+std::string apply_special_tokens(json& config, const SpecialTokens& special) {
+  if (special.empty()) return "";
+  if (!config.is_object()) config = json::object();
+  if (!special.bos.empty()) config["bos_token"] = special.bos;
+  if (!special.eos.empty()) config["eos_token"] = special.eos;
+  if (!special.pad.empty()) config["pad_token"] = special.pad;
+  json extra = config.value("additional_special_tokens", json::array());
+  for (const auto& t : special.extra) extra.push_back(t);
+  config["additional_special_tokens"] = extra;
+  return "-" + sha256_hex(config.dump()).substr(0, 8);
+}
+
+std::unique_ptr<Tokenizer> tokenizer_json(const fs::path& json_path, json config, const SpecialTokens& special) {
+  json j = trainer::read_json_file(json_path.string());
+  if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
+    throw InputError(json_path.string() + ": no \"model\" object");
+  std::string type = j["model"].value("type", "BPE");
+  if (type != "BPE") throw InputError(json_path.string() + ": a " + type + " tokenizer is not supported (BPE is)");
+  std::string suffix = apply_special_tokens(config, special);
+  return std::make_unique<BpeTokenizer>(j, config, json_path.string(),
+                                        "hf-bpe-" + sha256_file(json_path.string()).substr(0, 16) + suffix);
+}
+
+// GPT-2's two files as the tokenizer.json they are equivalent to: a byte-level BPE with the GPT-2 regex.
+std::unique_ptr<Tokenizer> gpt2_files(const fs::path& vocab_path, const fs::path& merges_path, json config,
+                                      const SpecialTokens& special) {
+  if (!fs::exists(merges_path))
+    throw InputError(merges_path.string() + ": missing; " + vocab_path.filename().string() + " needs it beside it");
+  json vocab = trainer::read_json_file(vocab_path.string());
+  if (!vocab.is_object()) throw InputError(vocab_path.string() + ": not a {token: id} object");
+  json merges = json::array();
+  std::ifstream in(merges_path);
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    if (line.find(' ') == std::string::npos || line.find(' ') != line.rfind(' '))
+      throw InputError(merges_path.string() + ":" + std::to_string(number) + ": '" + line + "' is not a merge 'a b'");
+    merges.push_back(line);
+  }
+  json j = {{"model", {{"type", "BPE"}, {"vocab", std::move(vocab)}, {"merges", std::move(merges)}}},
+            {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}};
+  const char* eot = "<|endoftext|>";
+  if (special.eos.empty() && !config.contains("eos_token") && j["model"]["vocab"].contains(eot))
+    config["eos_token"] = config["bos_token"] = eot;
+  std::string suffix = apply_special_tokens(config, special);
+  std::string digest = sha256_hex(sha256_file(vocab_path.string()) + sha256_file(merges_path.string()));
+  return std::make_unique<BpeTokenizer>(j, config, vocab_path.string(), "gpt2-bpe-" + digest.substr(0, 16) + suffix);
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_bpe_files(const std::string& path, const SpecialTokens& special) {
+  fs::path p(path);
+  if (fs::is_directory(p)) {
+    fs::path dir = p;
+    for (const char* name : {"tokenizer.json", "vocab.json", "encoder.json"})
+      if (fs::exists(dir / name)) {
+        p = dir / name;
+        break;
+      }
+    if (p == dir) throw InputError(path + ": holds no tokenizer.json, vocab.json or encoder.json");
+  }
+  if (!fs::exists(p)) throw InputError(p.string() + ": no such file");
+  json config = read_config_beside(p);
+  if (p.filename() == "vocab.json") return gpt2_files(p, p.parent_path() / "merges.txt", config, special);
+  if (p.filename() == "encoder.json") return gpt2_files(p, p.parent_path() / "vocab.bpe", config, special);
+  return tokenizer_json(p, config, special);
+}
+
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
   fs::path json_path = fs::path(dir) / "tokenizer.json", sp_path = fs::path(dir) / "tokenizer.model";
-  fs::path config_path = fs::path(dir) / "tokenizer_config.json";
-  json config = fs::exists(config_path) ? trainer::read_json_file(config_path.string()) : json();
-  if (fs::exists(json_path)) {
-    json j = trainer::read_json_file(json_path.string());
-    if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
-      throw InputError(json_path.string() + ": no \"model\" object");
-    std::string type = j["model"].value("type", "BPE");
-    if (type == "BPE")
-      return std::make_unique<BpeTokenizer>(j, config, json_path.string(),
-                                            "hf-bpe-" + sha256_file(json_path.string()).substr(0, 16));
-    throw InputError(json_path.string() + ": a " + type + " tokenizer is not supported (BPE is)");
-  }
-  if (fs::exists(sp_path))
-    throw InputError(sp_path.string() + ": SentencePiece models are not supported; pass token ids instead");
+  if (fs::exists(json_path)) return tokenizer_json(json_path, read_config_beside(json_path), {});
+  if (fs::exists(sp_path)) return load_sentencepiece_model(sp_path.string(), {});
   return nullptr;
 }
 

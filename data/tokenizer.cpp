@@ -1,13 +1,34 @@
-// data/tokenizer.cpp -- the byte tokenizer and the tokenizer factory.
-// Vocabulary-file tokenizers (BPE, SentencePiece) are not here yet.
+// data/tokenizer.cpp -- the tokenizer config section, the byte tokenizer and the factory that
+// picks a vocabulary-file tokenizer. BPE and SentencePiece code is in their own files.
 #include "data/tokenizer.h"
 
+#include <filesystem>
+
+#include "data/hf_tokenizer.h"
+#include "data/sentencepiece_tokenizer.h"
 #include "trainer/config_reader.h"
+#include "trainer/errors.h"
 
 namespace lmforge::data {
 
+namespace fs = std::filesystem;
+
 void read_tokenizer_config(config::Section& s, TokenizerConfig& c) {
-  s.field("kind", c.kind, {"byte"});
+  s.field("kind", c.kind, {"byte", "bpe", "sentencepiece"});
+  s.field("path", c.path);
+  s.field("bos", c.special.bos);
+  s.field("eos", c.special.eos);
+  s.field("pad", c.special.pad);
+  s.field("special_tokens", c.special.extra);
+  if (c.kind == "byte") {  // resolved configs spell every key: only set values are errors
+    if (!c.path.empty() || !c.special.empty())
+      s.error(c.path.empty() ? "kind" : "path",
+              "the byte tokenizer has no vocabulary file and fixed special ids; set kind: bpe or sentencepiece");
+  } else if (c.path.empty()) {
+    s.error("kind", "tokenizer.kind " + c.kind + " needs its vocabulary: set tokenizer.path");
+  } else if (!fs::exists(c.path)) {
+    s.error("path", "'" + c.path + "' does not exist (relative paths are from the working directory)");
+  }
 }
 
 std::vector<int32_t> ByteTokenizer::encode(const std::string& text) const {
@@ -23,8 +44,44 @@ std::string ByteTokenizer::decode(const std::vector<int32_t>& ids) const {
   return text;
 }
 
+std::string ByteTokenizer::piece(int32_t id) const {
+  if (id == bos_id()) return "<bos>";
+  if (id == eos_id()) return "<eos>";
+  return id >= 0 && id < 256 ? std::string(1, static_cast<char>(id)) : "";
+}
+
+namespace {
+
+bool is_sentencepiece_path(const fs::path& p) {
+  if (fs::is_directory(p))
+    return fs::exists(p / "tokenizer.model") && !fs::exists(p / "tokenizer.json") && !fs::exists(p / "vocab.json") &&
+           !fs::exists(p / "encoder.json");
+  return p.extension() == ".model";
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer_path(const std::string& path, const SpecialTokens& special) {
+  if (!fs::exists(path)) throw InputError(path + ": no such tokenizer file or directory");
+  if (is_sentencepiece_path(path)) {
+    fs::path model = fs::is_directory(path) ? fs::path(path) / "tokenizer.model" : fs::path(path);
+    return load_sentencepiece_model(model.string(), special);
+  }
+  return load_bpe_files(path, special);
+}
+
 std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& cfg) {
-  return std::make_unique<ByteTokenizer>();
+  if (cfg.kind == "byte") return std::make_unique<ByteTokenizer>();
+  std::unique_ptr<Tokenizer> tok;
+  if (cfg.kind == "sentencepiece") {
+    fs::path p(cfg.path);
+    tok = load_sentencepiece_model((fs::is_directory(p) ? p / "tokenizer.model" : p).string(), cfg.special);
+  } else {
+    tok = load_bpe_files(cfg.path, cfg.special);
+  }
+  if (tok->eos_id() < 0)
+    throw InputError("tokenizer.eos: " + cfg.path + " names no end-of-sequence token; set tokenizer.eos to one");
+  return tok;
 }
 
 }  // namespace lmforge::data

@@ -1,5 +1,5 @@
-// data/tokenizer.h -- the tokenizer interface and the byte-level tokenizer.
-// BPE and SentencePiece tokenizers arrive with the data pipeline; the interface stays.
+// data/tokenizer.h -- the tokenizer interface, its config section, the byte tokenizer and the
+// factory. Vocabulary-file tokenizers live in hf_tokenizer.h (BPE) and sentencepiece_tokenizer.h.
 #pragma once
 
 #include <cstdint>
@@ -13,8 +13,19 @@ class Section;
 
 namespace lmforge::data {
 
+// Special tokens named by their text; an empty one is taken from the tokenizer files.
+struct SpecialTokens {
+  std::string bos, eos, pad;
+  std::vector<std::string> extra;  // chat-role and other tokens that must stay whole (e.g. <|im_start|>)
+  bool empty() const { return bos.empty() && eos.empty() && pad.empty() && extra.empty(); }
+};
+
 struct TokenizerConfig {
   std::string kind = "byte";  // the only kind that needs no vocabulary file
+  // bpe: tokenizer.json, vocab.json (merges.txt beside it), encoder.json (vocab.bpe beside it) or a
+  // directory holding one of them; sentencepiece: a tokenizer.model or a directory holding one.
+  std::string path;
+  SpecialTokens special;
 };
 void read_tokenizer_config(config::Section& s, TokenizerConfig& c);
 
@@ -26,6 +37,9 @@ class Tokenizer {
   virtual int64_t vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;
   virtual int32_t eos_id() const = 0;
+  virtual int32_t pad_id() const { return -1; }  // -1: none (most base models have no pad token)
+  // The vocabulary entry of an id as the tokenizer files spell it (GPT-2: "Ġworld"); "" if none.
+  virtual std::string piece(int32_t id) const = 0;
   // Names the tokenizer and its version; part of every token cache key.
   virtual std::string fingerprint() const = 0;
 };
@@ -38,9 +52,16 @@ class ByteTokenizer : public Tokenizer {
   int64_t vocab_size() const override { return 258; }
   int32_t bos_id() const override { return 256; }
   int32_t eos_id() const override { return 257; }
+  std::string piece(int32_t id) const override;
   std::string fingerprint() const override { return "byte-v1"; }
 };
 
+// Throws InputError for a missing or malformed vocabulary file, or a tokenizer without an
+// end-of-sequence token (documents are separated by it).
 std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& cfg);
+
+// A tokenizer from a path alone: a directory or file as TokenizerConfig::path describes, the
+// kind told by the file name (tokenizer.model: sentencepiece, otherwise bpe).
+std::unique_ptr<Tokenizer> load_tokenizer_path(const std::string& path, const SpecialTokens& special = {});
 
 }  // namespace lmforge::data

@@ -12,6 +12,7 @@
 #include "trainer/errors.h"
 #include "trainer/generate.h"
 #include "trainer/hf_model.h"
+#include "trainer/lora.h"
 
 namespace lmforge::launch {
 
@@ -19,7 +20,8 @@ struct HfCommands {
   CLI::App* score = nullptr;
   CLI::App* generate = nullptr;
   CLI::App* export_cmd = nullptr;
-  std::string model_dir, ids, text, prompt, prompt_ids, out_dir, dtype = "fp32";
+  std::string model_dir, adapter_dir, ids, text, prompt, prompt_ids, out_dir, dtype = "fp32";
+  std::string format = "hf";  // hf: the model as it is | peft: a LoRA run's adapter | hf-merged
   trainer::SamplingConfig sampling;
   bool json = false, no_cache = false, ignore_eos = false;
   int64_t max_shard_mb = 5000;
@@ -56,8 +58,15 @@ std::vector<int64_t> tokenize(const trainer::LoadedModel& m, const std::string& 
   return ids;
 }
 
-int run_score(const HfCommands& c) {
+// --model, with the PEFT adapter of --adapter applied when given.
+trainer::LoadedModel open_model(const HfCommands& c) {
   trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
+  if (!c.adapter_dir.empty()) trainer::load_peft_adapter(*m.model, c.adapter_dir);
+  return m;
+}
+
+int run_score(const HfCommands& c) {
+  trainer::LoadedModel m = open_model(c);
   std::vector<int64_t> ids = c.ids.empty() ? tokenize(m, c.text, c.model_dir) : parse_ids(c.ids, "--ids");
   trainer::check_sequence_length(m.config, static_cast<int64_t>(ids.size()), "scoring " + std::to_string(ids.size()) + " tokens");
   trainer::TokenScores s = trainer::score_tokens(*m.model, ids);
@@ -74,7 +83,7 @@ int run_score(const HfCommands& c) {
 }
 
 int run_generate(const HfCommands& c) {
-  trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
+  trainer::LoadedModel m = open_model(c);
   std::vector<int64_t> prompt =
       c.prompt_ids.empty() ? tokenize(m, c.prompt, c.model_dir) : parse_ids(c.prompt_ids, "--prompt-ids");
   trainer::SamplingConfig s = c.sampling;
@@ -103,13 +112,41 @@ int run_generate(const HfCommands& c) {
   return 0;
 }
 
+// --format peft and hf-merged: a LoRA run directory, or a base with --adapter.
+void export_adapted(const HfCommands& c, const trainer::HfSaveOptions& options) {
+  trainer::LoraRun run;
+  if (c.adapter_dir.empty()) {
+    run = trainer::open_lora_run(c.model_dir);
+  } else {
+    trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
+    run.model = m.model;
+    run.model_cfg = m.config;
+    run.peft = trainer::read_peft_adapter_config(c.adapter_dir);
+    run.base_dir = c.model_dir;
+    trainer::load_peft_adapter(*run.model, c.adapter_dir);
+  }
+  if (c.format == "peft") {
+    trainer::save_peft_adapter(*run.model, run.model_cfg, run.peft, run.base_dir, c.out_dir, options.dtype);
+    return;
+  }
+  trainer::merge_lora(*run.model);  // in fp32, cast to the weights' dtype; --dtype applies on save
+  trainer::HfSaveOptions merged = options;
+  merged.copy_files_from = run.base_dir;
+  trainer::save_hf_model(*run.model, run.model_cfg, c.out_dir, merged);
+}
+
 int run_export(const HfCommands& c) {
-  trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
   trainer::HfSaveOptions options;
   options.dtype = c.dtype == "bf16" ? torch::kBFloat16 : c.dtype == "fp16" ? torch::kHalf : torch::kFloat;
   options.max_shard_bytes = c.max_shard_mb * 1'000'000;
-  options.copy_files_from = m.config.from;
-  trainer::save_hf_model(*m.model, m.config, c.out_dir, options);
+  if (c.format != "hf" || !c.adapter_dir.empty()) {
+    if (c.format == "hf") throw InputError("export --adapter: choose --format peft or --format hf-merged");
+    export_adapted(c, options);
+  } else {
+    trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
+    options.copy_files_from = m.config.from;
+    trainer::save_hf_model(*m.model, m.config, c.out_dir, options);
+  }
   // Exported from a run: the card carries the run's lineage (from the run directory itself, or
   // from the run an `export/` directory sits in).
   for (const std::string run : {c.model_dir, c.model_dir + "/.."})
@@ -127,6 +164,7 @@ std::shared_ptr<HfCommands> add_hf_commands(CLI::App& app) {
   auto c = std::make_shared<HfCommands>();
   c->score = app.add_subcommand("score", "print each token's log-probability given its prefix, as JSON");
   c->score->add_option("--model", c->model_dir, "HF model directory or lmforge run directory")->required();
+  c->score->add_option("--adapter", c->adapter_dir, "PEFT adapter directory applied to --model");
   auto* ids = c->score->add_option("--ids", c->ids, "comma-separated token ids, e.g. 1,2,3");
   auto* text = c->score->add_option("--text", c->text, "text, tokenized with the directory's tokenizer");
   ids->excludes(text);
@@ -137,6 +175,7 @@ std::shared_ptr<HfCommands> add_hf_commands(CLI::App& app) {
   c->generate = app.add_subcommand("generate", "continue a prompt (greedy unless --temperature > 0)");
   CLI::App* g = c->generate;
   g->add_option("--model", c->model_dir, "HF model directory or lmforge run directory")->required();
+  g->add_option("--adapter", c->adapter_dir, "PEFT adapter directory applied to --model");
   auto* prompt = g->add_option("--prompt", c->prompt, "prompt text");
   auto* prompt_ids = g->add_option("--prompt-ids", c->prompt_ids, "comma-separated prompt token ids");
   prompt->excludes(prompt_ids);
@@ -155,9 +194,14 @@ std::shared_ptr<HfCommands> add_hf_commands(CLI::App& app) {
   g->add_flag("--no-cache", c->no_cache, "recompute the whole prefix each step (no KV cache)");
   g->add_flag("--ignore-eos", c->ignore_eos, "do not stop at the end-of-sequence token");
 
-  c->export_cmd = app.add_subcommand("export", "write a model (HF or run directory) as an HF model directory");
+  c->export_cmd = app.add_subcommand("export", "write a model (HF or run directory) as an HF model directory or PEFT adapter");
   c->export_cmd->add_option("model", c->model_dir, "HF model directory or lmforge run directory")->required();
   c->export_cmd->add_option("--out", c->out_dir, "output directory")->required();
+  c->export_cmd->add_option("--format", c->format,
+                            "hf: the model as an HF directory; peft: a LoRA run's adapter as an HF PEFT "
+                            "directory; hf-merged: adapters merged into an HF directory")
+      ->check(CLI::IsMember({"hf", "peft", "hf-merged"}));
+  c->export_cmd->add_option("--adapter", c->adapter_dir, "PEFT adapter directory applied to the model");
   c->export_cmd->add_option("--dtype", c->dtype, "weights dtype")->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   c->export_cmd->add_option("--max-shard-mb", c->max_shard_mb, "shard the weights above this size")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));

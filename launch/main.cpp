@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -17,6 +18,7 @@
 #include "experiments/eval_suite.h"
 #include "experiments/run_record.h"
 #include "experiments/runs.h"
+#include "launch/data_commands.h"
 #include "launch/eval_command.h"
 #include "launch/hf_commands.h"
 #include "parallel/comm.h"
@@ -30,6 +32,7 @@
 #include "trainer/errors.h"
 #include "trainer/hf_model.h"
 #include "trainer/log.h"
+#include "trainer/lora.h"
 #include "trainer/trainer.h"
 
 namespace {
@@ -113,6 +116,7 @@ struct TrainInputs {
   std::unique_ptr<parallel::Grid> grid;          // dp x tp over the training communicator
   std::shared_ptr<parallel::TensorParallel> tp;  // what parallelize() split; null at tp = 1
   std::string run_dir, resume_from;  // resume_from: a verified checkpoint directory, or empty
+  std::string base_dir, base_reference;  // a LoRA run's frozen base (trainer/lora.h); empty otherwise
   std::map<std::string, std::string> lineage;
   const data::Tokenizer* tokenizer = nullptr;  // owned by train()
 };
@@ -152,6 +156,7 @@ int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord*
   }
   settings.run_dir = in.run_dir;
   settings.lineage = in.lineage;
+  settings.base_reference = in.base_reference;
   settings.on_eval = eval_suites_hook(cfg, in, record);
   settings.live_progress = cfg.logging.progress == "always" || (cfg.logging.progress == "auto" && isatty(2));
   auto sampler = std::make_unique<data::ShardSampler>(in.train, static_cast<uint64_t>(cfg.run.seed));
@@ -177,6 +182,31 @@ trainer::CausalLM export_model(const Config& cfg, const TrainInputs& in) {
   auto params = model->named_parameters();
   for (const auto& [name, t] : full) params[name].copy_(t);
   return model;
+}
+
+// peft: rank 0 saves or names the frozen base and records it as RUN_DIR/base.json; every rank
+// adapts its model (the same adapters: the same seed) before any parallelisation.
+void apply_peft(const Config& cfg, TrainInputs& in, parallel::Comm& control) {
+  const bool is_root = control.rank() == 0;
+  std::string error;
+  if (is_root) {
+    try {
+      in.base_dir = trainer::prepare_lora_base(*in.model, cfg.model, in.run_dir);
+      in.base_reference = trainer::base_reference(in.base_dir).dump(2);
+      std::ofstream(in.run_dir + "/base.json") << in.base_reference << "\n";
+    } catch (const InputError& e) {
+      error = e.what();
+    }
+  }
+  error = parallel::broadcast_string(control, error, 0);
+  if (!error.empty()) throw InputError(error);
+  in.base_dir = parallel::broadcast_string(control, in.base_dir, 0);
+  in.base_reference = parallel::broadcast_string(control, in.base_reference, 0);
+  trainer::LoraSummary summary = cfg.peft.from.empty() ? trainer::apply_lora(*in.model, cfg.peft)
+                                                       : trainer::load_peft_adapter(*in.model, cfg.peft.from);
+  log::line("peft " + trainer::effective_peft_config(cfg.peft).method + " on " + in.base_dir + ": " +
+                trainer::describe_trainable(summary),
+            is_root);
 }
 
 // checkpoint.resume decided on rank 0 (it alone may probe run locks): the unfinished run to
@@ -257,6 +287,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   in.lineage = {{"config_sha256", sha256_hex(cfg.resolved_yaml)}, {"dataset", in.dataset.id}, {"code_version", experiments::code_version_text()}};
   torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
   in.model = trainer::build_model(cfg.model);  // initialised on the CPU: the same on every device
+  if (cfg.peft.enabled()) apply_peft(cfg, in, *control);
   if (device.cuda) in.model->to(torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device.index)));
   std::vector<std::string> hosts = gather_hosts(*control);  // collective: every rank calls it
   std::unique_ptr<parallel::Comm> nccl;
@@ -293,7 +324,11 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
             std::to_string(in.grid->tp_size()) + ") x " + std::to_string(threads) + " threads, " + comm.backend());
   try {
     train_loop(cfg, in, &*record, comm);
-    trainer::save_run_export(*export_model(cfg, in), cfg.model, record->dir());
+    if (cfg.peft.enabled()) {
+      trainer::save_lora_run_export(*in.model, cfg.model, cfg.peft, in.base_dir, record->dir());
+    } else {
+      trainer::save_run_export(*export_model(cfg, in), cfg.model, record->dir());
+    }
   } catch (const Preempted& e) {
     record->finish("interrupted", e.what());
     throw;
@@ -399,6 +434,7 @@ int main(int argc, char** argv) {
   for (CLI::App* sub : {runs_list, runs_show, runs_diff})
     sub->add_option("--output-dir", output_dir, "root of run directories (run.output_dir; default runs)");
   auto hf_commands = launch::add_hf_commands(app);
+  auto data_commands = launch::add_data_commands(app);
   auto eval_commands = launch::add_eval_commands(app);
 
   try {
@@ -420,6 +456,7 @@ int main(int argc, char** argv) {
                                           experiments::resolve_run(run_b, output_dir));
     if (*runs_cmd) return kExitOk;
     if (int code = launch::run_hf_command(*hf_commands); code >= 0) return code;
+    if (int code = launch::run_data_command(*data_commands); code >= 0) return code;
     if (int code = launch::run_eval_command(*eval_commands); code >= 0) return code;
     if (*version_cmd) {
       std::printf("lmforge 0.1.0 (LibTorch %s)\n", TORCH_VERSION);

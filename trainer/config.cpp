@@ -30,6 +30,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   config::Section model = section("model", trainer::read_model_config, c.model);
   section("tokenizer", data::read_tokenizer_config, c.tokenizer);
   section("data", data::read_data_config, c.data);
+  config::Section peft = section("peft", trainer::read_peft_config, c.peft);
   section("optim", trainer::read_optim_config, c.optim);
   section("schedule", trainer::read_schedule_config, c.schedule);
   config::Section train = section("train", trainer::read_train_config, c.train);
@@ -42,7 +43,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   section("logging", experiments::read_logging_config, c.logging);
   root.finish();
 
-  int64_t tokenizer_vocab = data::make_tokenizer(c.tokenizer)->vocab_size();
+  // Loading the tokenizer needs a valid tokenizer section (kind bpe without a path cannot load).
+  int64_t tokenizer_vocab = diag.empty() ? data::make_tokenizer(c.tokenizer)->vocab_size() : 0;
   if (c.model.vocab_size < tokenizer_vocab)
     model.error("vocab_size", "model.vocab_size " + std::to_string(c.model.vocab_size) +
                                   " is smaller than the tokenizer's " + std::to_string(tokenizer_vocab));
@@ -51,6 +53,13 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
                                std::to_string(c.model.max_seq_len));
   if (c.model.from.empty()) {  // with model.from the sizes come from its config.json: parallelize() checks them
     for (const auto& [key, message] : parallel::tp_layout_errors(c.model, c.parallel.tp)) parallel.error("tp", message);
+  }
+  if (c.peft.enabled() && c.parallel.tp > 1)
+    parallel.error("tp", "peft." + c.peft.method + " with parallel.tp " + std::to_string(c.parallel.tp) +
+                             " is not supported yet: adapters are not sharded over tp; use parallel.tp: 1");
+  if (c.peft.enabled() && c.peft.from.empty() && diag.empty()) {
+    auto [key, message] = trainer::check_peft_against_model(c.model, c.peft);
+    if (!key.empty()) peft.error(key, message);
   }
   if (!c.eval_suites.empty() && c.parallel.tp > 1)  // inference on tensor-parallel layers is not supported yet
     eval.error("suites", "eval suites run on a whole model, not with parallel.tp > 1; evaluate the run's export "

@@ -10,6 +10,7 @@
 #include "experiments/eval_suite.h"
 #include "experiments/run_record.h"
 #include "parallel/launcher.h"
+#include "trainer/lora.h"
 #include "trainer/model.h"
 #include "trainer/optim.h"
 #include "trainer/trainer.h"
@@ -21,6 +22,7 @@ struct Config {
   trainer::ModelConfig model;
   data::TokenizerConfig tokenizer;
   data::DataConfig data;
+  trainer::PeftConfig peft;
   trainer::OptimConfig optim;
   trainer::ScheduleConfig schedule;
   trainer::TrainConfig train;

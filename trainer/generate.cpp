@@ -11,6 +11,7 @@
 #include "trainer/config.h"
 #include "trainer/errors.h"
 #include "trainer/hf_model.h"
+#include "trainer/lora.h"
 
 namespace lmforge::trainer {
 
@@ -142,10 +143,15 @@ LoadedModel open_model_dir(const std::string& dir) {
                            "(config.yaml + model.safetensors)");
   Config cfg = load_config(yaml.string());
   out.config = cfg.model;
-  ModelConfig fresh = cfg.model;
-  fresh.from.clear();  // the run's own weights replace whatever it started from
-  out.model = build_model(fresh);
-  load_lmforge_weights(*out.model, fresh, weights.string());
+  if (cfg.peft.enabled()) {  // a LoRA run: its base plus its adapter weights
+    LoraRun run = open_lora_run(dir);
+    out.model = run.model;
+  } else {
+    ModelConfig fresh = cfg.model;
+    fresh.from.clear();  // the run's own weights replace whatever it started from
+    out.model = build_model(fresh);
+    load_lmforge_weights(*out.model, fresh, weights.string());
+  }
   out.tokenizer = data::make_tokenizer(cfg.tokenizer);
   if (out.config.eos_token_ids.empty()) out.config.eos_token_ids = {out.tokenizer->eos_id()};
   out.kind = "run";

@@ -21,6 +21,7 @@
 #include "trainer/config_reader.h"
 #include "trainer/errors.h"
 #include "trainer/log.h"
+#include "trainer/lora.h"
 #include "trainer/safetensors.h"
 
 namespace lmforge::trainer {
@@ -295,7 +296,7 @@ std::string Trainer::save_checkpoint() {
   CheckpointFiles files;
   const std::string rank = std::to_string(comm_.rank());
   if (comm_.rank() == 0 || s_.tp) {  // under tp every rank takes part in gathering the full tensors
-    NamedTensors weights = full_weights(*model_, s_.tp.get());
+    NamedTensors weights = weights_to_save();
     NamedTensors moments = zero_ ? NamedTensors{} : full_tensors(adamw_state(*optimizer_, named_optimizer_params()));
     if (comm_.rank() == 0) {
       files.tensors["model.safetensors"] = std::move(weights);
@@ -303,6 +304,7 @@ std::string Trainer::save_checkpoint() {
     }
   }
   if (comm_.rank() == 0) {
+    if (!s_.base_reference.empty()) files.texts["base.json"] = s_.base_reference + "\n";
     nlohmann::json state = {{"step", step_}, {"tokens_seen", tokens_seen_}, {"sampler", train_data_->state()},
                             {"world_size", comm_.size()}, {"zero", s_.zero},
                             {"tp", s_.tp ? s_.tp->comm().size() : 1}};
@@ -325,6 +327,39 @@ void Trainer::load_checkpoint(const std::string& dir) {
     throw InputError(dir + " was saved with parallel.zero " + std::string(state.at("zero").get<bool>() ? "1" : "0") +
                      " on " + std::to_string(state.at("world_size").get<int>()) +
                      " ranks; ZeRO-1 optimizer shards resume only with the same setting and number of ranks");
+  load_weights(dir);
+  const std::string rank = std::to_string(comm_.rank());
+  if (zero_) {
+    std::string file = dir + "/optimizer.rank_" + rank + ".safetensors";
+    load_adamw_state(zero_->optimizer(), zero_params(), load_safetensors(file), file);
+  } else {
+    std::string file = dir + "/optimizer.safetensors";
+    load_adamw_state(*optimizer_, named_optimizer_params(), local_tensors(load_safetensors(file)), file);
+  }
+  // A rank that did not exist when the checkpoint was saved takes rank 0's generator.
+  std::string rng_file = dir + "/rng.rank_" + rank + ".safetensors";
+  if (!std::ifstream(rng_file)) rng_file = dir + "/rng.rank_0.safetensors";
+  for (const auto& [name, t] : load_safetensors(rng_file))
+    if (name == "torch_cpu") {
+      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: shares the global state
+      generator.set_state(t);
+    }
+  step_ = state.at("step").get<int64_t>();
+  tokens_seen_ = state.at("tokens_seen").get<int64_t>();
+  train_data_->restore(state.at("sampler").get<std::string>());
+}
+
+void Trainer::load_weights(const std::string& dir) {
+  if (!s_.base_reference.empty()) {
+    std::ifstream base_in(dir + "/base.json");
+    if (!base_in) throw InputError(dir + " holds no base.json: it is not a checkpoint of a LoRA run");
+    auto saved_base = nlohmann::json::parse(base_in);  // by content: a seeded base saved again is the same base
+    if (saved_base.at("files") != nlohmann::json::parse(s_.base_reference).at("files"))
+      throw InputError(dir + " adapts the base model saved at " + saved_base.at("path").get<std::string>() +
+                       ", whose weights differ (SHA-256) from the configured base");
+    load_trainable_tensors(*model_, load_safetensors(dir + "/model.safetensors"), dir + "/model.safetensors");
+    return;
+  }
   auto saved = local_tensors(load_safetensors(dir + "/model.safetensors"));
   std::map<std::string, torch::Tensor> by_name(saved.begin(), saved.end());
   std::vector<std::string> problems;
@@ -349,25 +384,11 @@ void Trainer::load_checkpoint(const std::string& dir) {
     torch::NoGradGuard no_grad;
     for (auto& item : params) item.value().copy_(by_name[item.key()]);
   }
-  const std::string rank = std::to_string(comm_.rank());
-  if (zero_) {
-    std::string file = dir + "/optimizer.rank_" + rank + ".safetensors";
-    load_adamw_state(zero_->optimizer(), zero_params(), load_safetensors(file), file);
-  } else {
-    std::string file = dir + "/optimizer.safetensors";
-    load_adamw_state(*optimizer_, named_optimizer_params(), local_tensors(load_safetensors(file)), file);
-  }
-  // A rank that did not exist when the checkpoint was saved takes rank 0's generator.
-  std::string rng_file = dir + "/rng.rank_" + rank + ".safetensors";
-  if (!std::ifstream(rng_file)) rng_file = dir + "/rng.rank_0.safetensors";
-  for (const auto& [name, t] : load_safetensors(rng_file))
-    if (name == "torch_cpu") {
-      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: shares the global state
-      generator.set_state(t);
-    }
-  step_ = state.at("step").get<int64_t>();
-  tokens_seen_ = state.at("tokens_seen").get<int64_t>();
-  train_data_->restore(state.at("sampler").get<std::string>());
+}
+
+NamedTensors Trainer::weights_to_save() {
+  if (!s_.base_reference.empty()) return trainable_tensors(*model_);
+  return full_weights(*model_, s_.tp.get());  // collective under tp
 }
 
 NamedParams Trainer::named_optimizer_params() {
@@ -382,7 +403,7 @@ NamedParams Trainer::zero_params() {
 
 void Trainer::save_final_weights() {
   if (!record_ && !s_.tp) return;
-  NamedTensors tensors = full_weights(*model_, s_.tp.get());
+  NamedTensors tensors = weights_to_save();
   if (record_) save_safetensors(record_->dir() + "/model.safetensors", tensors, {{"format", "pt"}});
 }
 

@@ -76,6 +76,8 @@ struct TrainerSettings {
   std::shared_ptr<parallel::TensorParallel> tp;  // what parallelize() split; null: tp = 1
   std::string run_dir;         // checkpoints go to <run_dir>/checkpoints; empty: no checkpoints
   std::map<std::string, std::string> lineage;  // config hash, dataset ids, code version: into manifests
+  std::string base_reference;  // a LoRA run: its frozen base as JSON (trainer/lora.h); checkpoints and
+                               // final weights then hold only the trainable tensors
   std::function<void(int64_t step)> on_eval;    // more evaluation at each eval point (eval suites); collective
 };
 
@@ -117,6 +119,8 @@ class Trainer {
   void log_step(int64_t step, double loss, double grad_norm, double lr);
   void log_eval(const EvalResult& r);
   void save_final_weights();
+  NamedTensors weights_to_save();                    // every parameter, or a LoRA run's trainable ones
+  void load_weights(const std::string& checkpoint_dir);
   NamedParams named_optimizer_params();  // named as the model's parameters
   NamedParams zero_params();             // this rank's ZeRO-1 shards
   torch::Tensor loss_of(const torch::Tensor& logits, const torch::Tensor& targets);
