@@ -113,8 +113,8 @@ void print_comparison(const std::string& a_dir, const json& a, const std::string
 
 int run_eval(const EvalCommands& c) {
   if (!c.adapter_dir.empty())
-    throw InputError("--adapter " + c.adapter_dir + ": evaluating LoRA adapters is not available yet (the LoRA "
-                     "branch has not landed in this build); evaluate a merged export instead");
+    throw InputError("--adapter " + c.adapter_dir + ": evaluating a separate LoRA adapter is not available yet in "
+                     "lmforge eval; evaluate the fine-tune's run directory or its merged export instead");
   std::vector<experiments::EvalSuiteConfig> suites = experiments::load_eval_suites(c.suite_path);
   for (const auto& gate : c.gates) {  // checked before any model is loaded
     std::string metric = gate.substr(0, gate.find_first_of("<>"));

@@ -122,13 +122,13 @@ struct TrainInputs {
 };
 
 // eval.suites at every eval point: results to <run>/eval/<suite>/<step>.json and metrics.jsonl.
-std::function<void(int64_t)> eval_suites_hook(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record,
-                                              parallel::Comm& comm) {
+std::function<void(int64_t)> eval_suites_hook(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record) {
   if (cfg.eval_suites.empty()) return nullptr;
-  return [&cfg, &in, record, &comm](int64_t step) {
+  return [&cfg, &in, record](int64_t step) {
     experiments::EvalModel m{*in.model, *in.tokenizer, {in.tokenizer->eos_id()}, cfg.model.max_seq_len};
     for (const auto& suite : cfg.eval_suites) {
-      nlohmann::json result = experiments::run_eval_suite(suite, m, comm, step);
+      // Examples split over the dp axis: the tp ranks of one replica run the same ones together.
+      nlohmann::json result = experiments::run_eval_suite(suite, m, in.grid->dp(), step);
       if (!record) continue;
       experiments::write_eval_result(record->dir(), result);
       nlohmann::json row = experiments::eval_metrics_row(result);
@@ -157,7 +157,7 @@ int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord*
   settings.run_dir = in.run_dir;
   settings.lineage = in.lineage;
   settings.base_reference = in.base_reference;
-  settings.on_eval = eval_suites_hook(cfg, in, record, comm);
+  settings.on_eval = eval_suites_hook(cfg, in, record);
   settings.live_progress = cfg.logging.progress == "always" || (cfg.logging.progress == "auto" && isatty(2));
   auto sampler = std::make_unique<data::ShardSampler>(in.train, static_cast<uint64_t>(cfg.run.seed));
   std::vector<data::Batch> eval_batches;

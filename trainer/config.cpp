@@ -61,6 +61,9 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     auto [key, message] = trainer::check_peft_against_model(c.model, c.peft);
     if (!key.empty()) peft.error(key, message);
   }
+  if (!c.eval_suites.empty() && c.parallel.tp > 1)  // inference on tensor-parallel layers is not supported yet
+    eval.error("suites", "eval suites run on a whole model, not with parallel.tp > 1; evaluate the run's export "
+                         "with lmforge eval instead");
   if (!diag.empty()) throw config::ConfigError(diag.format());
   if (c.data.cache_dir.empty()) c.data.cache_dir = c.run.output_dir + "/cache";
 
