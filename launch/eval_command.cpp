@@ -17,6 +17,7 @@
 #include "trainer/config.h"
 #include "trainer/errors.h"
 #include "trainer/generate.h"
+#include "trainer/lora.h"
 #include "trainer/log.h"
 
 namespace fs = std::filesystem;
@@ -65,16 +66,21 @@ void print_result(const json& result, const std::string& path) {
 }
 
 // Runs every suite on one model; on rank 0 returns the merged metrics row (empty elsewhere).
-json evaluate_model(const std::string& model_dir, const EvalCommands& c,
+// model_dir, with the PEFT adapter in adapter_dir applied when given; results go to the adapter's
+// run (or eval_results/<adapter>) then, not to the base's.
+json evaluate_model(const std::string& model_dir, const std::string& adapter_dir, const EvalCommands& c,
                     const std::vector<experiments::EvalSuiteConfig>& suites, parallel::Comm& comm) {
   trainer::LoadedModel m = trainer::open_model_dir(model_dir);
-  const std::string run_dir = run_of(model_dir);
-  if (!m.tokenizer && !run_dir.empty())  // a run's export of a byte-level model has no tokenizer files
-    m.tokenizer = data::make_tokenizer(load_config(run_dir + "/config.yaml").tokenizer);
+  if (!adapter_dir.empty()) trainer::load_peft_adapter(*m.model, adapter_dir);
+  const std::string evaluated = adapter_dir.empty() ? model_dir : adapter_dir;
+  const std::string run_dir = run_of(evaluated);
+  const std::string model_run = run_of(model_dir).empty() ? run_dir : run_of(model_dir);
+  if (!m.tokenizer && !model_run.empty())  // a run's export of a byte-level model has no tokenizer files
+    m.tokenizer = data::make_tokenizer(load_config(model_run + "/config.yaml").tokenizer);
   if (!m.tokenizer) throw InputError(model_dir + ": no tokenizer lmforge can read in this directory; eval needs one");
   if (m.config.eos_token_ids.empty()) m.config.eos_token_ids = {m.tokenizer->eos_id()};
   experiments::EvalModel em{*m.model, *m.tokenizer, m.config.eos_token_ids, m.config.max_seq_len};
-  fs::path model_path = fs::absolute(model_dir).lexically_normal();
+  fs::path model_path = fs::absolute(evaluated).lexically_normal();
   if (model_path.filename().empty()) model_path = model_path.parent_path();  // "dir/"
   const std::string out_dir = !c.out.empty() && model_dir == c.model_dir ? c.out
                               : !run_dir.empty() ? run_dir
@@ -85,6 +91,7 @@ json evaluate_model(const std::string& model_dir, const EvalCommands& c,
     json result = experiments::run_eval_suite(suite, em, comm, step);
     if (comm.rank() != 0) continue;
     result["model"] = model_dir;
+    if (!adapter_dir.empty()) result["adapter"] = adapter_dir;
     std::string path = experiments::write_eval_result(out_dir, result);
     json row = experiments::eval_metrics_row(result);
     if (!run_dir.empty() && fs::equivalent(out_dir, run_dir)) {
@@ -112,9 +119,6 @@ void print_comparison(const std::string& a_dir, const json& a, const std::string
 }
 
 int run_eval(const EvalCommands& c) {
-  if (!c.adapter_dir.empty())
-    throw InputError("--adapter " + c.adapter_dir + ": evaluating a separate LoRA adapter is not available yet in "
-                     "lmforge eval; evaluate the fine-tune's run directory or its merged export instead");
   std::vector<experiments::EvalSuiteConfig> suites = experiments::load_eval_suites(c.suite_path);
   for (const auto& gate : c.gates) {  // checked before any model is loaded
     std::string metric = gate.substr(0, gate.find_first_of("<>"));
@@ -129,9 +133,9 @@ int run_eval(const EvalCommands& c) {
   parallel::LaunchEnv env = parallel::detect_launch_env();
   std::unique_ptr<parallel::Comm> comm = env.world_size > 1 ? parallel::make_mpi_world_comm() : parallel::make_self_comm();
   parallel::configure_threads(parallel::ParallelConfig{}, env, /*bf16_matmuls=*/false);
-  json all_metrics = evaluate_model(c.model_dir, c, suites, *comm);
+  json all_metrics = evaluate_model(c.model_dir, c.adapter_dir, c, suites, *comm);
   if (!c.compare_dir.empty()) {
-    json other = evaluate_model(c.compare_dir, c, suites, *comm);
+    json other = evaluate_model(c.compare_dir, "", c, suites, *comm);
     if (comm->rank() == 0) print_comparison(c.compare_dir, other, c.model_dir, all_metrics);
   }
   if (comm->rank() != 0) return 0;
@@ -151,7 +155,7 @@ std::shared_ptr<EvalCommands> add_eval_commands(CLI::App& app) {
   c->eval = app.add_subcommand("eval", "run evaluation suites on a model; write eval/<suite>/<step>.json");
   c->eval->add_option("suite", c->suite_path, "suite YAML (`suites:`, or a config with `eval.suites:`)")->required();
   c->eval->add_option("--model", c->model_dir, "HF model directory or lmforge run directory")->required();
-  c->eval->add_option("--adapter", c->adapter_dir, "LoRA adapter directory (not available yet)");
+  c->eval->add_option("--adapter", c->adapter_dir, "PEFT adapter directory applied to --model (not to --compare)");
   c->eval->add_option("--compare", c->compare_dir, "also evaluate this model (e.g. the base) and print both with the change");
   c->eval->add_option("--gate", c->gates, "METRIC>=VALUE (or <=, >, <): exit 1 when missed (repeatable)");
   c->eval->add_option("--out", c->out, "where eval/<suite>/<step>.json go (default: the model's run, else eval_results/<model dir name>)");

@@ -19,6 +19,5 @@ base=$(newest_run quickstart)export
 python3 configs/tasks/make_uppercase_task.py runs/tasks
 "$lmforge" train configs/quickstart_sft.yaml --set model.from="$base"
 tuned=$(newest_run quickstart-sft)
-echo "== exact match on held-out prompts: the LoRA fine-tune (merged export) against its base"
-echo "== (the adapter alone, in HF PEFT format: ${tuned}export/adapter)"
-"$lmforge" eval --model "${tuned}export" --compare "$base" configs/eval/uppercase.yaml
+echo "== exact match on held-out prompts: base + the exported PEFT adapter (B) against the base (A)"
+"$lmforge" eval --model "$base" --adapter "${tuned}export/adapter" --compare "$base" configs/eval/uppercase.yaml

@@ -118,7 +118,7 @@ expect "missing template field named, exit 2" 2 "$work/qa.jsonl:1: template 'qa'
 run "$LMFORGE" config validate "$work/train.yaml" --set parallel.tp=2
 expect "eval.suites with tensor parallelism refused, exit 2" 2 "eval.suites: eval suites run on a whole model"
 run "$LMFORGE" eval --model "$trained" "$work/suite.yaml" --adapter "$work"
-expect "--adapter: not available yet, exit 2" 2 "not available yet"
+expect "--adapter on a directory that is no adapter: exit 2, named" 2 "$work"
 run "$LMFORGE" eval --model "$trained" "$work/suite.yaml" --gate "bits_per_byte=<1"
 expect "malformed gate, exit 2" 2 "expected METRIC>=VALUE"
 

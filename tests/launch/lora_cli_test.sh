@@ -127,6 +127,17 @@ $py -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); as
 "$bin" generate --model "$lora/base" --adapter "$tmp/peft" --prompt-ids 84,104 --max-new-tokens 4 >/dev/null ||
   fail "generate --adapter exited $?"
 
+# eval --adapter: the same numbers as the run's merged export (perplexity suite; 1e-4 relative bounds the
+# merge's reassociation in fp32 over a whole text).
+printf 'The quick brown fox jumps over the lazy dog.\nA second line of held-out text.\n' >"$tmp/heldout.txt"
+printf 'suites:\n  - name: s\n    tasks:\n      - {name: text, data: %s, metrics: [bits_per_byte], window: 32}\n' \
+  "$tmp/heldout.txt" >"$tmp/suite.yaml"
+bpb() { sed -n "s/.*bits_per_byte *\([0-9.]*\).*/\1/p" | tail -1; }
+a=$("$bin" eval --model "$lora/base" --adapter "$tmp/peft" --out "$tmp/eval_a" "$tmp/suite.yaml" | bpb)
+b=$("$bin" eval --model "$lora/export" --out "$tmp/eval_b" "$tmp/suite.yaml" | bpb)
+$py -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); assert abs(a-b)<=1e-4*b, (a,b)" "$a" "$b" ||
+  fail "eval --adapter ($a) and the merged export ($b) differ"
+
 # peft.from: training continues from an exported adapter (its config decides r, alpha, targets).
 cont=$(train cont tiny.yaml --set train.max_steps=1 --set peft.from="$tmp/peft")
 grep -q "peft lora" "$tmp/cont.err" || fail "peft.from run did not report its adapters"
