@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 
 #include "trainer/digest.h"
@@ -49,7 +50,11 @@ std::mutex& hdf5_mutex() {  // Debian's libhdf5 is built without thread safety
   return m;
 }
 
-struct H5Handle {
+struct H5Handle {  // closes an HDF5 id with its own close function; movable, not copyable
+  H5Handle(hid_t id, herr_t (*close)(hid_t)) : id(id), close(close) {}
+  H5Handle(H5Handle&& other) noexcept : id(other.id), close(other.close) { other.id = -1; }
+  H5Handle(const H5Handle&) = delete;
+  H5Handle& operator=(const H5Handle&) = delete;
   hid_t id;
   herr_t (*close)(hid_t);
   ~H5Handle() {
@@ -170,12 +175,16 @@ Batch ShardSet::read(const std::vector<int64_t>& rows) const {
   {
     std::lock_guard<std::mutex> lock(hdf5_mutex());
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    std::map<size_t, H5Handle> open_files;  // each shard opened once per batch
     for (int64_t i = 0; i < b; ++i) {
       int64_t row = rows[i];
       size_t k = 0;
       while (k + 1 < shards_.size() && shards_[k + 1].first_row <= row) ++k;
       const Shard& shard = shards_[k];
-      H5Handle file{H5Fopen(shard.path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
+      auto it = open_files.find(k);
+      if (it == open_files.end())
+        it = open_files.try_emplace(k, H5Fopen(shard.path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose).first;
+      const H5Handle& file = it->second;
       if (file.id < 0) throw InputError("shard " + shard.path + ": cannot be opened as HDF5");
       struct Target {
         const char* name;

@@ -48,20 +48,28 @@ std::unique_ptr<data::Tokenizer> training_tokenizer(const Config& cfg) {
   return tokenizer ? std::move(tokenizer) : data::make_tokenizer(cfg.tokenizer);
 }
 
-// Rank 0 prepares the dataset (or finds it prepared); every rank then opens and verifies it.
-// Every rank gets the same answer or the same error.
-data::PreparedDataset prepare_on_rank0(const Config& cfg, const data::Tokenizer& tokenizer, parallel::Comm& comm) {
-  data::PreparedDataset prepared;
+// Runs `work` on rank 0 only; an InputError there is rethrown, with the same message, on every rank.
+template <class Work>
+void on_rank0(parallel::Comm& comm, Work&& work) {
   std::string error;
   if (comm.rank() == 0) {
     try {
-      prepared = data::prepare_dataset(cfg.data, tokenizer, {cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed)});
+      work();
     } catch (const InputError& e) {
       error = e.what();
     }
   }
   error = parallel::broadcast_string(comm, error, 0);
   if (!error.empty()) throw InputError(error);
+}
+
+// Rank 0 prepares the dataset (or finds it prepared); every rank then opens and verifies it.
+// Every rank gets the same answer or the same error.
+data::PreparedDataset prepare_on_rank0(const Config& cfg, const data::Tokenizer& tokenizer, parallel::Comm& comm) {
+  data::PreparedDataset prepared;
+  on_rank0(comm, [&] {
+    prepared = data::prepare_dataset(cfg.data, tokenizer, {cfg.train.seq_len, static_cast<uint64_t>(cfg.run.seed)});
+  });
   prepared.dir = parallel::broadcast_string(comm, prepared.dir, 0);
   prepared.id = parallel::broadcast_string(comm, prepared.id, 0);
   prepared.manifest = nlohmann::json::parse(parallel::broadcast_string(comm, prepared.manifest.dump(), 0));
@@ -188,18 +196,11 @@ trainer::CausalLM export_model(const Config& cfg, const TrainInputs& in) {
 // adapts its model (the same adapters: the same seed) before any parallelisation.
 void apply_peft(const Config& cfg, TrainInputs& in, parallel::Comm& control) {
   const bool is_root = control.rank() == 0;
-  std::string error;
-  if (is_root) {
-    try {
-      in.base_dir = trainer::prepare_lora_base(*in.model, cfg.model, in.run_dir);
-      in.base_reference = trainer::base_reference(in.base_dir).dump(2);
-      std::ofstream(in.run_dir + "/base.json") << in.base_reference << "\n";
-    } catch (const InputError& e) {
-      error = e.what();
-    }
-  }
-  error = parallel::broadcast_string(control, error, 0);
-  if (!error.empty()) throw InputError(error);
+  on_rank0(control, [&] {
+    in.base_dir = trainer::prepare_lora_base(*in.model, cfg.model, in.run_dir);
+    in.base_reference = trainer::base_reference(in.base_dir).dump(2);
+    std::ofstream(in.run_dir + "/base.json") << in.base_reference << "\n";
+  });
   in.base_dir = parallel::broadcast_string(control, in.base_dir, 0);
   in.base_reference = parallel::broadcast_string(control, in.base_reference, 0);
   trainer::LoraSummary summary = cfg.peft.from.empty() ? trainer::apply_lora(*in.model, cfg.peft)
@@ -212,24 +213,18 @@ void apply_peft(const Config& cfg, TrainInputs& in, parallel::Comm& control) {
 // checkpoint.resume decided on rank 0 (it alone may probe run locks): the unfinished run to
 // continue (auto) and the checkpoint to load. Every rank gets the answer, or the same error.
 std::pair<std::string, std::string> choose_resume(const Config& cfg, parallel::Comm& control) {
-  std::string run, checkpoint, error;
-  if (control.rank() == 0) {
-    try {
-      const auto& c = cfg.checkpoint;
-      if (c.resume == "auto") {
-        run = experiments::find_unfinished_run(cfg.run.output_dir, cfg.run.name);
-        if (!run.empty()) checkpoint = trainer::find_latest_checkpoint(run + "/checkpoints", c.on_corrupt);
-      } else if (c.resume != "never") {
-        std::string reason = trainer::verify_checkpoint(c.resume);
-        if (!reason.empty()) throw InputError("checkpoint.resume: " + c.resume + ": " + reason);
-        checkpoint = c.resume;
-      }
-    } catch (const InputError& e) {
-      error = e.what();
+  std::string run, checkpoint;
+  on_rank0(control, [&] {
+    const auto& c = cfg.checkpoint;
+    if (c.resume == "auto") {
+      run = experiments::find_unfinished_run(cfg.run.output_dir, cfg.run.name);
+      if (!run.empty()) checkpoint = trainer::find_latest_checkpoint(run + "/checkpoints", c.on_corrupt);
+    } else if (c.resume != "never") {
+      std::string reason = trainer::verify_checkpoint(c.resume);
+      if (!reason.empty()) throw InputError("checkpoint.resume: " + c.resume + ": " + reason);
+      checkpoint = c.resume;
     }
-  }
-  error = parallel::broadcast_string(control, error, 0);
-  if (!error.empty()) throw InputError(error);
+  });
   return {parallel::broadcast_string(control, run, 0), parallel::broadcast_string(control, checkpoint, 0)};
 }
 

@@ -7,18 +7,8 @@ set -u
 LMFORGE=${1:?usage: data_cli_test.sh PATH/TO/lmforge}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $1"; sed 's/^/    /' "$work/out" | head -20; }
+source "$(dirname "$0")/../launch/tap.sh"
 run() { "$LMFORGE" "$@" >"$work/out" 2>&1; rc=$?; }
-expect() {  # expect NAME CODE PATTERN...
-  local name=$1 code=$2; shift 2
-  if [ "$rc" != "$code" ]; then not_ok "$name (exit $rc, wanted $code)"; return; fi
-  for pat in "$@"; do
-    if ! grep -qF -- "$pat" "$work/out"; then not_ok "$name (missing: $pat)"; return; fi
-  done
-  ok "$name"
-}
 
 for i in $(seq 1 60); do echo "{\"instruction\": \"What is $i plus 1?\", \"output\": \"$((i + 1))\"}"; done >"$work/qa.jsonl"
 cat >"$work/data.yaml" <<YAML
