@@ -15,6 +15,7 @@ namespace fs = std::filesystem;
 
 void read_tokenizer_config(config::Section& s, TokenizerConfig& c) {
   s.field("kind", c.kind, {"byte", "bpe", "sentencepiece"});
+  if (c.kind == "byte" && s.has("kind") && !s.has("path")) c = TokenizerConfig{};
   s.field("path", c.path);
   s.field("bos", c.special.bos);
   s.field("eos", c.special.eos);
@@ -60,6 +61,17 @@ bool is_sentencepiece_path(const fs::path& p) {
 }
 
 }  // namespace
+
+TokenizerConfig tokenizer_of_model_dir(const std::string& dir) {
+  TokenizerConfig c;
+  fs::path p(dir);
+  bool bpe = fs::exists(p / "tokenizer.json") || fs::exists(p / "vocab.json") || fs::exists(p / "encoder.json");
+  if (bpe || fs::exists(p / "tokenizer.model")) {
+    c.kind = bpe ? "bpe" : "sentencepiece";
+    c.path = dir;
+  }
+  return c;
+}
 
 std::unique_ptr<Tokenizer> load_tokenizer_path(const std::string& path, const SpecialTokens& special) {
   if (!fs::exists(path)) throw InputError(path + ": no such tokenizer file or directory");

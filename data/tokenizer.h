@@ -27,7 +27,12 @@ struct TokenizerConfig {
   std::string path;
   SpecialTokens special;
 };
+// Reads the section over `c`'s current values (the defaults). `kind: byte` given without a path
+// drops a default path, so a model directory's tokenizer can be declined.
 void read_tokenizer_config(config::Section& s, TokenizerConfig& c);
+// The tokenizer files of an HF model directory as a config (bpe for tokenizer.json, vocab.json
+// or encoder.json; sentencepiece for tokenizer.model alone), or the byte default when it has none.
+TokenizerConfig tokenizer_of_model_dir(const std::string& dir);
 
 class Tokenizer {
  public:

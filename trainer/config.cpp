@@ -28,6 +28,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   };
   section("run", experiments::read_run_config, c.run);
   config::Section model = section("model", trainer::read_model_config, c.model);
+  // A model directory brings its own tokenizer unless the tokenizer section says otherwise.
+  if (!c.model.from.empty() && diag.empty()) c.tokenizer = data::tokenizer_of_model_dir(c.model.from);
   section("tokenizer", data::read_tokenizer_config, c.tokenizer);
   section("data", data::read_data_config, c.data);
   config::Section peft = section("peft", trainer::read_peft_config, c.peft);

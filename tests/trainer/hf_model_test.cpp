@@ -269,6 +269,20 @@ TEST_F(HfDirTest, SlidingWindowSettingsSurviveASave) {
   EXPECT_EQ(read_hf_config((dir_ / "saved_qwen").string()).layer_types, qwen.layer_types);
 }
 
+TEST_F(HfDirTest, SlidingWindowCombinesWithPackedDocuments) {
+  auto model = load_hf_model(fixture_dir("mistral_window"));  // window 3
+  auto tokens = ids_tensor(reference("mistral_window")["input_ids"]);  // (2, 8)
+  torch::NoGradGuard no_grad;
+  auto one_doc = model->forward(tokens, {}, torch::zeros({2, 8}, torch::kLong));
+  EXPECT_TRUE(one_doc.allclose(model->forward(tokens), 0, 1e-6)) << "one document: the window alone";
+  // Two packed documents of 4 with positions restarting: the second equals running it alone.
+  auto segments = torch::tensor({0, 0, 0, 0, 1, 1, 1, 1}, torch::kLong).repeat({2, 1});
+  auto positions = torch::tensor({0, 1, 2, 3, 0, 1, 2, 3}, torch::kLong).repeat({2, 1});
+  auto packed = model->forward(tokens, positions, segments).narrow(1, 4, 4);
+  auto alone = model->forward(tokens.narrow(1, 4, 4).contiguous());
+  EXPECT_LT((packed - alone).abs().max().item<double>(), 1e-5) << "fp32 reassociation only";
+}
+
 TEST_F(HfDirTest, RopeScalingsSurviveASave) {
   for (const char* name : {"llama_yarn", "llama_dynamic", "llama_longrope"}) {
     ModelConfig cfg;
@@ -420,6 +434,27 @@ TEST_F(HfDirTest, ModelFromRejectsConflictingKeysAndBadDirectories) {
                       << "\ndata:\n  train: a.txt\ntrain:\n  max_steps: 1\n";
   err = error_of([&] { load_config(yaml); });
   EXPECT_NE(err.find("model.from: " + (dir_ / "nowhere").string() + ": not a directory"), std::string::npos) << err;
+}
+
+TEST_F(HfDirTest, ModelFromBringsTheDirectorysTokenizerUnlessTheConfigDeclinesIt) {
+  auto dir = copy_fixture("llama_gqa");
+  std::ofstream(dir + "/tokenizer.json")
+      << json{{"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}}}, {"merges", json::array()}}},
+              {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+              {"decoder", {{"type", "ByteLevel"}}},
+              {"added_tokens", {{{"id", 2}, {"content", "</s>"}, {"special", true}}}}}
+             .dump();
+  std::ofstream(dir + "/tokenizer_config.json") << json{{"eos_token", "</s>"}}.dump();
+  auto yaml = (dir_ / "c.yaml").string();
+  std::ofstream(yaml) << "run:\n  name: t\nmodel:\n  from: " << dir << "\ndata:\n  train: a.txt\ntrain:\n  max_steps: 1\n  seq_len: 16\n";
+  Config cfg = load_config(yaml);
+  EXPECT_EQ(cfg.tokenizer.kind, "bpe");
+  EXPECT_EQ(cfg.tokenizer.path, dir);
+  EXPECT_NE(cfg.resolved_yaml.find("kind: bpe"), std::string::npos) << "the run record names the tokenizer used";
+  // Declining it: the byte tokenizer's 258 ids do not fit this 64-token model, which is reported.
+  std::ofstream(yaml) << "run:\n  name: t\nmodel:\n  from: " << dir << "\ntokenizer:\n  kind: byte\ndata:\n  train: a.txt\ntrain:\n  max_steps: 1\n  seq_len: 16\n";
+  auto err = error_of([&] { load_config(yaml); });
+  EXPECT_NE(err.find("model.vocab_size 64 is smaller than the tokenizer's 258"), std::string::npos) << err;
 }
 
 }  // namespace
