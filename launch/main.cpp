@@ -132,9 +132,16 @@ struct TrainInputs {
 // eval.suites at every eval point: results to <run>/eval/<suite>/<step>.json and metrics.jsonl.
 std::function<void(int64_t)> eval_suites_hook(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record) {
   if (cfg.eval_suites.empty()) return nullptr;
-  return [&cfg, &in, record](int64_t step) {
+  // Under tp the output head returns gathered logits while the suites run, and generation
+  // recomputes the prefix: the KV cache is sized for the whole model's heads, not a rank's share.
+  std::vector<experiments::EvalSuiteConfig> suites = cfg.eval_suites;
+  if (in.tp)
+    for (auto& suite : suites)
+      for (auto& task : suite.tasks) task.sampling.use_cache = false;
+  return [&cfg, &in, record, suites](int64_t step) {
+    parallel::GatheredLogits gathered(*in.model);
     experiments::EvalModel m{*in.model, *in.tokenizer, {in.tokenizer->eos_id()}, cfg.model.max_seq_len};
-    for (const auto& suite : cfg.eval_suites) {
+    for (const auto& suite : suites) {
       // Examples split over the dp axis: the tp ranks of one replica run the same ones together.
       nlohmann::json result = experiments::run_eval_suite(suite, m, in.grid->dp(), step);
       if (!record) continue;
@@ -179,13 +186,15 @@ int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord*
   return kExitOk;
 }
 
-// The model an export writes: under tp a single-device model holding the gathered weights, so the
-// export is the same whatever tp was. Collective under tp; null on the ranks other than 0.
+// The model an export writes: under tp a single-device model holding the gathered weights (with
+// peft, the base adapted as apply_peft did, then loaded), so the export is the same whatever tp
+// was. Collective under tp; null on the ranks other than 0.
 trainer::CausalLM export_model(const Config& cfg, const TrainInputs& in) {
   if (!in.tp) return in.model;
   NamedTensors full = in.tp->full_parameters(*in.model);
   if (in.grid->world().rank() != 0) return nullptr;
   trainer::CausalLM model = trainer::build_model(cfg.model);
+  if (cfg.peft.enabled()) trainer::apply_lora(*model, trainer::effective_peft_config(cfg.peft));
   torch::NoGradGuard no_grad;
   auto params = model->named_parameters();
   for (const auto& [name, t] : full) params[name].copy_(t);
@@ -320,7 +329,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   try {
     train_loop(cfg, in, &*record, comm);
     if (cfg.peft.enabled()) {
-      trainer::save_lora_run_export(*in.model, cfg.model, cfg.peft, in.base_dir, record->dir());
+      trainer::save_lora_run_export(*export_model(cfg, in), cfg.model, cfg.peft, in.base_dir, record->dir());
     } else {
       trainer::save_run_export(*export_model(cfg, in), cfg.model, record->dir());
     }

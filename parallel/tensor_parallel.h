@@ -10,6 +10,7 @@
 #include <string>
 
 #include "parallel/comm.h"
+#include "trainer/lora.h"
 #include "trainer/model.h"
 #include "trainer/safetensors.h"
 
@@ -49,24 +50,58 @@ class SharedCopyTo {
   torch::Tensor input_, copied_;  // the last input and its copy-to
 };
 
-// Y = X A^T + b with this rank's rows of A: weight (out/p, in), bias (out/p). Output stays sharded.
+// Y = X A^T + b with this rank's rows of A: weight (out/p, in), bias (out/p). Output stays sharded,
+// unless gather_output is set (the output head during inference: see GatheredLogits).
 class ColumnParallelLinearImpl : public trainer::LayerImpl {
  public:
   ColumnParallelLinearImpl(const trainer::DenseLinearImpl& full, Comm& tp, int64_t groups = 1,
                            std::shared_ptr<SharedCopyTo> copy = std::make_shared<SharedCopyTo>());
+  // From the full weight (out, in) and bias (out, or undefined).
+  ColumnParallelLinearImpl(const torch::Tensor& full_weight, const torch::Tensor& full_bias, Comm& tp, int64_t groups,
+                           std::shared_ptr<SharedCopyTo> copy);
   torch::Tensor forward(const torch::Tensor& x) override;  // (..., in) -> (..., out/p)
   torch::Tensor weight, bias;
   Comm& tp;
   std::shared_ptr<SharedCopyTo> copy;
+  bool gather_output = false;  // (..., out) instead of (..., out/p)
+
+ protected:
+  torch::Tensor output(const torch::Tensor& local);  // local, or gathered with gather_output
 };
 
 // Y = sum over tp of X_r A_r^T, then + b: weight (out, in/p); the bias is whole, added once after the sum.
 class RowParallelLinearImpl : public trainer::LayerImpl {
  public:
   RowParallelLinearImpl(const trainer::DenseLinearImpl& full, Comm& tp);
+  RowParallelLinearImpl(const torch::Tensor& full_weight, const torch::Tensor& full_bias, Comm& tp);
   torch::Tensor forward(const torch::Tensor& x) override;  // (..., in/p) -> (..., out)
   torch::Tensor weight, bias;
   Comm& tp;
+};
+
+// LoRA (trainer/lora.h) on a column-parallel base: lora_A (r, in) whole on every rank, lora_B
+// (out/p, r) this rank's rows of the outputs (by `groups`, as the base). h = A dropout(x) is
+// computed on the replicated input, then copy-to-tp: its backward sums the ranks' partial
+// gradients of h, so A's gradient is whole and the same on every rank. Parameter names are
+// LoraLinear's (weight, bias, lora_A.weight, lora_B.weight). DoRA is not supported.
+class ColumnParallelLoraImpl : public ColumnParallelLinearImpl {
+ public:
+  ColumnParallelLoraImpl(const trainer::LoraLinearImpl& full, Comm& tp, int64_t groups, std::shared_ptr<SharedCopyTo> copy);
+  torch::Tensor forward(const torch::Tensor& x) override;  // (..., in) -> (..., out/p)
+  torch::Tensor lora_A, lora_B;  // (r, in), (out/p, r)
+  double scale, dropout;
+};
+
+// LoRA on a row-parallel base: lora_A (r, in/p) this rank's input columns, lora_B (out, r) whole.
+// h = reduce-from-tp(dropout(x_r) A_r^T) is whole on every rank; h B^T is added after the base's
+// reduce. The dropout mask is the slice of the full-width mask every rank draws alike, so it is
+// the mask one device draws.
+class RowParallelLoraImpl : public RowParallelLinearImpl {
+ public:
+  RowParallelLoraImpl(const trainer::LoraLinearImpl& full, Comm& tp);
+  torch::Tensor forward(const torch::Tensor& x) override;  // (..., in/p) -> (..., out)
+  torch::Tensor lora_A, lora_B;  // (r, in/p), (out, r)
+  double scale, dropout;
 };
 
 // Rows vocab_start .. vocab_start + V/p of the token table; ids outside them contribute zeros
@@ -89,6 +124,22 @@ class VocabParallelTiedHeadImpl : public trainer::LayerImpl {
   torch::Tensor forward(const torch::Tensor& h) override;
   torch::Tensor weight;
   Comm& tp;
+  bool gather_output = false;  // (B, T, V) instead of (B, T, V/p): see GatheredLogits
+};
+
+// While alive, a tp-split model's output head returns the full logits (B, T, V), gathered from the
+// ranks' vocab slices, so inference code written for one device (eval suites, scoring) runs
+// unchanged on every tp rank. Training keeps the slices (vocab_parallel_cross_entropy). A model
+// that was not split is left alone.
+class GatheredLogits {
+ public:
+  explicit GatheredLogits(trainer::CausalLMImpl& model);
+  ~GatheredLogits();
+  GatheredLogits(const GatheredLogits&) = delete;
+  GatheredLogits& operator=(const GatheredLogits&) = delete;
+
+ private:
+  bool* flag_ = nullptr;
 };
 
 // Mean next-token cross-entropy (fp32, targets -100 ignored) from this rank's vocab slice of the
@@ -127,9 +178,11 @@ class TensorParallel {
 // Converts a built single-device llama or gpt2 model in place through replace_layer: q/k/v (and
 // gpt2's fused c_attn by thirds), gate/up and c_fc column-parallel; o_proj, down_proj and c_proj
 // row-parallel; the token embedding vocab-parallel; lm_head column-parallel over the vocab (tied:
-// over the embedding's rows). Each rank keeps its slice of the full weights, so tp = N starts
-// exactly where tp = 1 does. Logits come out as vocab slices: use vocab_parallel_cross_entropy.
-// Throws InputError naming the layer when a size does not divide by tp. With tp = 1 it changes nothing.
+// over the embedding's rows). LoRA layers (apply_lora runs first, on the whole model) become their
+// column or row form with the adapters sliced the same way. Each rank keeps its slice of the full
+// weights, so tp = N starts exactly where tp = 1 does. Logits come out as vocab slices: use
+// vocab_parallel_cross_entropy. Throws InputError naming the layer when a size does not divide by
+// tp, and for a DoRA layer. With tp = 1 it changes nothing.
 std::shared_ptr<TensorParallel> parallelize(trainer::CausalLMImpl& model, Grid& grid);
 
 }  // namespace lmforge::parallel
