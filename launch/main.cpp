@@ -132,16 +132,10 @@ struct TrainInputs {
 // eval.suites at every eval point: results to <run>/eval/<suite>/<step>.json and metrics.jsonl.
 std::function<void(int64_t)> eval_suites_hook(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record) {
   if (cfg.eval_suites.empty()) return nullptr;
-  // Under tp the output head returns gathered logits while the suites run, and generation
-  // recomputes the prefix: the KV cache is sized for the whole model's heads, not a rank's share.
-  std::vector<experiments::EvalSuiteConfig> suites = cfg.eval_suites;
-  if (in.tp)
-    for (auto& suite : suites)
-      for (auto& task : suite.tasks) task.sampling.use_cache = false;
-  return [&cfg, &in, record, suites](int64_t step) {
-    parallel::GatheredLogits gathered(*in.model);
+  return [&cfg, &in, record](int64_t step) {
+    parallel::InferenceView whole(*in.model);  // under tp: full logits and embedding table while the suites run
     experiments::EvalModel m{*in.model, *in.tokenizer, {in.tokenizer->eos_id()}, cfg.model.max_seq_len};
-    for (const auto& suite : suites) {
+    for (const auto& suite : cfg.eval_suites) {
       // Examples split over the dp axis: the tp ranks of one replica run the same ones together.
       nlohmann::json result = experiments::run_eval_suite(suite, m, in.grid->dp(), step);
       if (!record) continue;

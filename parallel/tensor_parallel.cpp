@@ -214,8 +214,28 @@ torch::Tensor VocabParallelTiedHeadImpl::forward(const torch::Tensor& h) {
   return gather_output ? gather_from_tp(local, tp) : local;
 }
 
-GatheredLogits::GatheredLogits(trainer::CausalLMImpl& model) {
+namespace {
+
+// A whole token table for inference (the gathered vocab-parallel one); built without drawing from
+// the generator, unlike TokenEmbeddingImpl, so evaluating leaves the training's random stream alone.
+class WholeEmbeddingImpl : public trainer::LayerImpl {
+ public:
+  explicit WholeEmbeddingImpl(const torch::Tensor& table) { weight = register_parameter("weight", table, false); }
+  torch::Tensor forward(const torch::Tensor& ids) override { return F::embedding(ids, weight); }  // (B, T, C)
+  bool is_embedding() const override { return true; }
+  torch::Tensor weight;  // (V, C)
+};
+
+}  // namespace
+
+InferenceView::InferenceView(trainer::CausalLMImpl& model) : model_(model) {
   for (const auto& [path, layer] : trainer::named_layers(model)) {
+    if (auto* table = dynamic_cast<VocabParallelEmbeddingImpl*>(layer.get())) {
+      torch::NoGradGuard no_grad;
+      embedding_path_ = path;
+      embedding_ = layer;
+      trainer::replace_layer(model, path, std::make_shared<WholeEmbeddingImpl>(gather_shards(table->weight, {0, 1}, table->tp)));
+    }
     if (path != "lm_head") continue;
     if (auto* column = dynamic_cast<ColumnParallelLinearImpl*>(layer.get())) flag_ = &column->gather_output;
     if (auto* tied = dynamic_cast<VocabParallelTiedHeadImpl*>(layer.get())) flag_ = &tied->gather_output;
@@ -223,8 +243,9 @@ GatheredLogits::GatheredLogits(trainer::CausalLMImpl& model) {
   if (flag_) *flag_ = true;
 }
 
-GatheredLogits::~GatheredLogits() {
+InferenceView::~InferenceView() {
   if (flag_) *flag_ = false;
+  if (embedding_) trainer::replace_layer(model_, embedding_path_, embedding_);
 }
 
 torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets, Comm& tp) {

@@ -51,7 +51,7 @@ class SharedCopyTo {
 };
 
 // Y = X A^T + b with this rank's rows of A: weight (out/p, in), bias (out/p). Output stays sharded,
-// unless gather_output is set (the output head during inference: see GatheredLogits).
+// unless gather_output is set (the output head during inference: see InferenceView).
 class ColumnParallelLinearImpl : public trainer::LayerImpl {
  public:
   ColumnParallelLinearImpl(const trainer::DenseLinearImpl& full, Comm& tp, int64_t groups = 1,
@@ -124,22 +124,26 @@ class VocabParallelTiedHeadImpl : public trainer::LayerImpl {
   torch::Tensor forward(const torch::Tensor& h) override;
   torch::Tensor weight;
   Comm& tp;
-  bool gather_output = false;  // (B, T, V) instead of (B, T, V/p): see GatheredLogits
+  bool gather_output = false;  // (B, T, V) instead of (B, T, V/p): see InferenceView
 };
 
-// While alive, a tp-split model's output head returns the full logits (B, T, V), gathered from the
-// ranks' vocab slices, so inference code written for one device (eval suites, scoring) runs
-// unchanged on every tp rank. Training keeps the slices (vocab_parallel_cross_entropy). A model
-// that was not split is left alone.
-class GatheredLogits {
+// While alive, a tp-split model looks whole to inference code written for one device (eval
+// suites, scoring, generation), on every tp rank: the output head returns the full logits
+// (B, T, V), gathered from the ranks' vocab slices, and the token embedding is a whole table
+// (gathered once), so the vocabulary checks see V rows. Training keeps the slices
+// (vocab_parallel_cross_entropy). A model that was not split is left alone. Collective.
+class InferenceView {
  public:
-  explicit GatheredLogits(trainer::CausalLMImpl& model);
-  ~GatheredLogits();
-  GatheredLogits(const GatheredLogits&) = delete;
-  GatheredLogits& operator=(const GatheredLogits&) = delete;
+  explicit InferenceView(trainer::CausalLMImpl& model);
+  ~InferenceView();
+  InferenceView(const InferenceView&) = delete;
+  InferenceView& operator=(const InferenceView&) = delete;
 
  private:
-  bool* flag_ = nullptr;
+  trainer::CausalLMImpl& model_;
+  bool* flag_ = nullptr;                // the head's gather_output
+  std::string embedding_path_;         // the vocab-parallel embedding, swapped out while alive
+  trainer::Layer embedding_;
 };
 
 // Mean next-token cross-entropy (fp32, targets -100 ignored) from this rank's vocab slice of the

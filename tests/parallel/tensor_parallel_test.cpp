@@ -424,24 +424,35 @@ TEST(TensorParallelLora, TrainingChangesOnlyAdaptersAndExportsWhatOneProcessDoes
 
 // ------------------------------------------------------------------------- inference at tp > 1
 
-TEST(TensorParallelInference, GatheredLogitsScoreAndGenerateAsOneDevice) {
+// Scoring and greedy generation, with and without the KV cache (each rank's cache holds its share
+// of the kv heads), on a tp-split model seen through InferenceView, against the same model on one
+// device; the prompt's ids include some above V/2, which only rank 1's embedding rows hold.
+TEST(TensorParallelInference, ScoresAndGreedyIdsEqualOneDevice) {
   for (const auto& mc : {llama_gqa(), gpt2_tied()}) {
     torch::manual_seed(11);
     auto reference = trainer::build_model(mc);
     torch::manual_seed(11);
     auto model = trainer::build_model(mc);
     parallel::parallelize(*model, grid());
-    parallel::GatheredLogits gathered(*model);
-    std::vector<int64_t> ids = {1, 5, 9, 3, 7, 2};  // below V/2: generate checks ids against the embedding's rows
+    parallel::InferenceView view(*model);
+    std::vector<int64_t> ids = {1, 25, 9, 3, 17, 28};
     auto want = trainer::score_tokens(*reference, ids);
     auto got = trainer::score_tokens(*model, ids);
     EXPECT_NEAR(got.nll, want.nll, 1e-4);  // six log-softmaxes of logits within 1e-5
     trainer::SamplingConfig s;
     s.max_new_tokens = 8;
-    s.temperature = 0;   // greedy
-    s.use_cache = false;  // the KV cache is sized for the whole model's heads
-    EXPECT_EQ(trainer::generate(*model, ids, s).ids, trainer::generate(*reference, ids, s).ids);
+    s.temperature = 0;  // greedy
+    auto expected = trainer::generate(*reference, ids, s).ids;
+    EXPECT_EQ(trainer::generate(*model, ids, s).ids, expected) << mc.arch << " with the KV cache";
+    s.use_cache = false;
+    EXPECT_EQ(trainer::generate(*model, ids, s).ids, expected) << mc.arch << " recomputing the prefix";
   }
+  // Gone with the view: the head returns vocab slices again, for the vocab-parallel loss.
+  torch::manual_seed(11);
+  auto model = trainer::build_model(llama_gqa());
+  parallel::parallelize(*model, grid());
+  { parallel::InferenceView view(*model); }
+  EXPECT_EQ(model->forward(torch::zeros({1, 3}, torch::kLong)).size(-1), 32 / kTp);
 }
 
 }  // namespace
