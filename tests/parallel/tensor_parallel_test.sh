@@ -103,6 +103,10 @@ PY
   && ok "one process resumes a tp=2 LoRA checkpoint" || not_ok "resume of a tp=2 LoRA checkpoint"
 agree <(losses "$lora1" | tail -10) <(losses "$(ls -d "$work"/lora_resumed/tiny-lora/*/ | head -1)") 10 \
   && ok "LoRA steps 11-20 after resuming at tp=1 match the reference" || not_ok "resumed LoRA losses differ"
+# peft.from at tp=2: the adapter is applied to the whole model, then sharded.
+timeout 120 "${MPIRUN[@]}" -np 2 "$LMFORGE" train configs/lora_tiny.yaml "${common[@]}" --set parallel.tp=2 \
+  --set train.max_steps=2 --set "peft.from=$lora2/export/adapter" --set "run.output_dir=$work/lora_from" >"$work/out" 2>&1 \
+  && grep -q "peft lora" "$work/out" && ok "peft.from continues an adapter at tp=2" || not_ok "peft.from at tp=2"
 "$LMFORGE" config validate configs/lora_tiny.yaml --set peft.method=dora --set parallel.tp=2 >"$work/out" 2>&1
 rc=$?
 [ $rc = 2 ] && grep -q "peft.method dora with parallel.tp 2 is not supported" "$work/out" \
