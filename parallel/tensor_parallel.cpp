@@ -1,5 +1,6 @@
-// parallel/tensor_parallel.cpp -- the tp autograd primitives, the parallel layers, the
-// vocab-parallel loss and the conversion of a built model. The grid's splitting is grid.cpp's.
+// parallel/tensor_parallel.cpp -- the tp autograd primitives, the parallel layers (LoRA forms
+// included), the vocab-parallel loss, the inference view and the conversion of a built model.
+// The grid's splitting is grid.cpp's.
 #include "parallel/tensor_parallel.h"
 
 #include <cmath>

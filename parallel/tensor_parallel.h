@@ -1,6 +1,7 @@
 // parallel/tensor_parallel.h -- Megatron-style tensor parallelism: the four autograd primitives,
-// column/row-parallel linears, the vocab-parallel embedding, head and cross-entropy, and
-// parallelize(), which converts a built single-device model in place. The grid is grid.h's.
+// column/row-parallel linears (plain and LoRA), the vocab-parallel embedding, head and
+// cross-entropy, parallelize(), which converts a built single-device model in place, and the
+// inference view of a split model. The grid is grid.h's; the LoRA layer itself is trainer/lora.h's.
 #pragma once
 
 #include <torch/torch.h>
