@@ -29,9 +29,6 @@ void check_sequence_length(const ModelConfig& cfg, int64_t positions, const std:
   if (cfg.arch == "gpt2" && positions > cfg.max_seq_len)
     throw InputError(what + " needs " + std::to_string(positions) + " positions; the model has " +
                      std::to_string(cfg.max_seq_len) + " learned positions");
-  if (cfg.sliding_window > 0 && positions > cfg.sliding_window)
-    throw InputError(what + " needs " + std::to_string(positions) + " positions, more than the sliding window of " +
-                     std::to_string(cfg.sliding_window) + " (sliding-window attention is not implemented)");
 }
 
 namespace {

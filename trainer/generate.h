@@ -42,8 +42,8 @@ struct TokenScores {
 };
 TokenScores score_tokens(CausalLMImpl& model, const std::vector<int64_t>& ids);
 
-// Throws InputError when `positions` tokens do not fit cfg: GPT-2's learned positions, or a
-// sliding window (not implemented, so longer sequences are refused rather than mis-computed).
+// Throws InputError when `positions` tokens do not fit cfg: GPT-2 has only its learned positions
+// (RoPE models run past max_seq_len, as HF's do).
 void check_sequence_length(const ModelConfig& cfg, int64_t positions, const std::string& what);
 
 // A model ready for inference with what surrounds it.

@@ -3,6 +3,7 @@
 // Tensor bytes go through safetensors.h; the modules are in model.cpp.
 #include "trainer/hf_model.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -76,7 +77,8 @@ class JsonConfig {
 };
 
 // RoPE settings: v4 writes rope_theta and rope_scaling at the top level, v5 nests them in
-// rope_parameters. Only the scalings whose math is implemented are accepted.
+// rope_parameters. Where v4 and v5 differ (yarn with both factor and
+// original_max_position_embeddings), the given factor wins, as in v5.
 void read_rope(const JsonConfig& j, ModelConfig& c) {
   c.rope_theta = j.number("rope_theta", 10000.0);
   json scaling;
@@ -98,23 +100,71 @@ void read_rope(const JsonConfig& j, ModelConfig& c) {
   std::string type = "default";
   for (const char* key : {"rope_type", "type"})
     if (scaling.contains(key) && scaling[key].is_string()) type = scaling[key].get<std::string>();
+  if (type == "su") type = "longrope";  // early Phi-3 configs
+  auto given = [&](const char* key) { return scaling.contains(key) && !scaling[key].is_null(); };
   auto number = [&](const char* key, double fallback) {
-    if (!scaling.contains(key) || scaling[key].is_null()) return fallback;
+    if (!given(key)) return fallback;
     if (!scaling[key].is_number() || !(scaling[key].get<double>() > 0))
       throw j.error(where + "." + key, "expected a positive number, got " + scaling[key].dump());
     return scaling[key].get<double>();
   };
   if (type == "default") return;
-  if (type != "linear" && type != "llama3")
-    throw j.error(where, "rope type '" + type + "' is not supported (default, linear, llama3 are)");
-  c.rope_type = type;
-  c.rope_factor = number("factor", 1.0);
+  const std::vector<std::string> known = {"linear", "dynamic", "yarn", "longrope", "llama3"};
+  if (std::find(known.begin(), known.end(), type) == known.end())
+    throw j.error(where, "rope type '" + type + "' is not supported (default, linear, dynamic, yarn, longrope, llama3 are)");
+  RopeScaling& r = c.rope;
+  r.type = type;
+  // Phi-3 (v4) keeps original_max_position_embeddings at the top level.
+  double fallback_original = type == "llama3" ? 8192.0 : static_cast<double>(j.integer("original_max_position_embeddings", c.max_seq_len));
+  r.original_max_positions = static_cast<int64_t>(number("original_max_position_embeddings", fallback_original));
+  double stretch = static_cast<double>(c.max_seq_len) / static_cast<double>(r.original_max_positions);
+  r.factor = number("factor", type == "yarn" || type == "longrope" ? stretch : 1.0);
   if (type == "llama3") {
-    c.rope_low_freq_factor = number("low_freq_factor", 1.0);
-    c.rope_high_freq_factor = number("high_freq_factor", 4.0);
-    c.rope_original_max_positions = static_cast<int64_t>(number("original_max_position_embeddings", 8192));
-    if (c.rope_high_freq_factor <= c.rope_low_freq_factor)
-      throw j.error(where, "high_freq_factor must exceed low_freq_factor");
+    r.low_freq_factor = number("low_freq_factor", 1.0);
+    r.high_freq_factor = number("high_freq_factor", 4.0);
+    if (r.high_freq_factor <= r.low_freq_factor) throw j.error(where, "high_freq_factor must exceed low_freq_factor");
+  }
+  if (type == "yarn" || type == "longrope") r.attention_factor = number("attention_factor", 0.0);
+  if (type == "yarn") {
+    r.beta_fast = number("beta_fast", 32.0);
+    r.beta_slow = number("beta_slow", 1.0);
+    r.mscale = number("mscale", 0.0);
+    r.mscale_all_dim = number("mscale_all_dim", 0.0);
+    if (given("truncate")) {
+      if (!scaling["truncate"].is_boolean()) throw j.error(where + ".truncate", "expected true or false");
+      r.truncate = scaling["truncate"].get<bool>();
+    }
+  }
+  if (type == "longrope") {
+    for (auto [key, out] : {std::pair{"short_factor", &r.short_factor}, std::pair{"long_factor", &r.long_factor}}) {
+      const json& v = given(key) ? scaling[key] : json();
+      bool ok = v.is_array() && static_cast<int64_t>(v.size()) == c.head_dim() / 2;
+      for (const json& x : v.is_array() ? v : json::array()) ok = ok && x.is_number() && x.get<double>() > 0;
+      if (!ok)
+        throw j.error(where + "." + key, "expected a list of " + std::to_string(c.head_dim() / 2) +
+                                             " positive numbers (head_dim / 2), got " + (v.is_null() ? "none" : v.dump()));
+      for (const json& x : v) out->push_back(x.get<double>());
+    }
+  }
+}
+
+// Which layers slide: v5's layer_types, else qwen2's max_window_layers (layers from it on), else all.
+void read_sliding_window(const JsonConfig& j, const std::string& model_type, ModelConfig& c) {
+  bool windowed = model_type == "qwen2" ? j.boolean("use_sliding_window", false) : j.has("sliding_window");
+  if (!windowed || !j.has("sliding_window")) return;
+  c.sliding_window = j.integer("sliding_window");
+  if (j.has("layer_types")) {
+    const json& types = j.raw("layer_types");
+    bool ok = types.is_array() && static_cast<int64_t>(types.size()) == c.n_layers;
+    for (const json& t : types.is_array() ? types : json::array())
+      ok = ok && (t == "sliding_attention" || t == "full_attention");
+    if (!ok)
+      throw j.error("layer_types", "expected " + std::to_string(c.n_layers) +
+                                       " entries of \"sliding_attention\" or \"full_attention\", got " + types.dump());
+    for (const json& t : types) c.layer_types.push_back(t.get<std::string>());
+  } else if (model_type == "qwen2") {
+    int64_t first = j.integer("max_window_layers", 28);  // Qwen2Config's default
+    for (int64_t i = 0; i < c.n_layers; ++i) c.layer_types.push_back(i >= first ? "sliding_attention" : "full_attention");
   }
 }
 
@@ -148,10 +198,7 @@ ModelConfig read_llama_family(const JsonConfig& j, const std::string& model_type
     c.qkv_bias = c.o_bias = j.boolean("attention_bias", false);
     c.mlp_bias = j.boolean("mlp_bias", false);
   }
-  // A window only changes attention for sequences longer than it, so such configs load and
-  // longer sequences are refused (generate/score, and the model's forward).
-  bool windowed = model_type == "qwen2" ? j.boolean("use_sliding_window", false) : j.has("sliding_window");
-  if (windowed && j.has("sliding_window")) c.sliding_window = j.integer("sliding_window");
+  read_sliding_window(j, model_type, c);
   return c;
 }
 
@@ -291,22 +338,39 @@ json hf_config_json(const ModelConfig& c, torch::ScalarType dtype) {
   j["max_position_embeddings"] = c.max_seq_len;
   j["rms_norm_eps"] = c.norm_eps;
   j["rope_theta"] = c.rope_theta;  // the v4 spelling: v4 reads it and v5 migrates it
-  if (c.rope_type == "default") {
+  const RopeScaling& r = c.rope;
+  if (r.type == "default") {
     j["rope_scaling"] = nullptr;
   } else {
-    j["rope_scaling"] = {{"rope_type", c.rope_type}, {"factor", c.rope_factor}};
-    if (c.rope_type == "llama3") {
-      j["rope_scaling"]["low_freq_factor"] = c.rope_low_freq_factor;
-      j["rope_scaling"]["high_freq_factor"] = c.rope_high_freq_factor;
-      j["rope_scaling"]["original_max_position_embeddings"] = c.rope_original_max_positions;
+    json& out = j["rope_scaling"] = {{"rope_type", r.type}, {"factor", r.factor}};
+    out["original_max_position_embeddings"] = r.original_max_positions;
+    if (r.type == "llama3") {
+      out["low_freq_factor"] = r.low_freq_factor;
+      out["high_freq_factor"] = r.high_freq_factor;
+    }
+    if (r.attention_factor > 0) out["attention_factor"] = r.attention_factor;
+    if (r.type == "yarn") {
+      out["beta_fast"] = r.beta_fast;
+      out["beta_slow"] = r.beta_slow;
+      out["truncate"] = r.truncate;
+      if (r.mscale > 0) out["mscale"] = r.mscale;
+      if (r.mscale_all_dim > 0) out["mscale_all_dim"] = r.mscale_all_dim;
+    }
+    if (r.type == "longrope") {
+      out["short_factor"] = r.short_factor;
+      out["long_factor"] = r.long_factor;
     }
   }
+  if (!c.layer_types.empty()) j["layer_types"] = c.layer_types;
   if (type == "llama") {
     j["attention_bias"] = c.qkv_bias;
     j["mlp_bias"] = c.mlp_bias;
   } else if (type == "qwen2") {
     j["use_sliding_window"] = c.sliding_window > 0;
     if (c.sliding_window > 0) j["sliding_window"] = c.sliding_window;
+    // v4 reads max_window_layers: the first sliding layer (layer_types above is v5's spelling)
+    auto first = std::find(c.layer_types.begin(), c.layer_types.end(), "sliding_attention");
+    j["max_window_layers"] = c.layer_types.empty() ? 0 : first - c.layer_types.begin();
   } else {
     j["sliding_window"] = c.sliding_window;  // mistral is only chosen with a window
   }

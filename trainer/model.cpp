@@ -113,25 +113,84 @@ static torch::Tensor default_inv_freq(int64_t d, double theta) {  // theta^(-2i/
 
 constexpr double kPi = 3.14159265358979323846;
 
-torch::Tensor rope_inv_freq(const ModelConfig& c) {
-  auto inv_freq = default_inv_freq(c.head_dim(), c.rope_theta);  // (D/2)
-  if (c.rope_type == "linear") return inv_freq / c.rope_factor;
-  if (c.rope_type != "llama3") return inv_freq;
-  // Llama 3.1: long wavelengths slowed by `factor`, short ones kept, a linear blend in between.
-  double old_len = static_cast<double>(c.rope_original_max_positions);
-  double low_wavelen = old_len / c.rope_low_freq_factor, high_wavelen = old_len / c.rope_high_freq_factor;
+namespace {
+
+// Llama 3.1: long wavelengths slowed by `factor`, short ones kept, a linear blend in between.
+torch::Tensor llama3_inv_freq(const torch::Tensor& inv_freq, const RopeScaling& r) {
+  double old_len = static_cast<double>(r.original_max_positions);
+  double low_wavelen = old_len / r.low_freq_factor, high_wavelen = old_len / r.high_freq_factor;
   auto wavelen = 2 * kPi / inv_freq;
-  auto scaled = torch::where(wavelen > low_wavelen, inv_freq / c.rope_factor, inv_freq);
-  auto smooth = (old_len / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
-  auto blended = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
+  auto scaled = torch::where(wavelen > low_wavelen, inv_freq / r.factor, inv_freq);
+  auto smooth = (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+  auto blended = (1 - smooth) * scaled / r.factor + smooth * scaled;
   auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
-  return torch::where(medium, blended, scaled).to(torch::kFloat);
+  return torch::where(medium, blended, scaled);
 }
 
-torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, const torch::Tensor& inv_freq) {
+// YaRN: dimensions that turn fewer than beta_slow times over the original context are
+// interpolated (divided by factor), those turning more than beta_fast times are kept, with a
+// linear ramp between; cos and sin are scaled by 0.1 ln(factor) + 1 unless given.
+RopeFrequencies yarn(const ModelConfig& c, const RopeScaling& r) {
+  int64_t d = c.head_dim();
+  double base = c.rope_theta, original = static_cast<double>(r.original_max_positions);
+  auto dim_of = [&](double rotations) {  // the dimension index that turns `rotations` times
+    return d * std::log(original / (rotations * 2 * kPi)) / (2 * std::log(base));
+  };
+  double low = dim_of(r.beta_fast), high = dim_of(r.beta_slow);
+  if (r.truncate) low = std::floor(low), high = std::ceil(high);
+  low = std::max(low, 0.0);
+  high = std::min(high, static_cast<double>(d - 1));
+  if (low == high) high += 0.001;  // a one-point ramp would divide by zero
+  auto ramp = ((torch::arange(d / 2, torch::kDouble) - low) / (high - low)).clamp(0, 1);
+  auto keep = 1 - ramp;  // 1: extrapolate (the original frequency), 0: interpolate
+  auto inv_freq = default_inv_freq(d, base).to(torch::kDouble);
+  auto mixed = inv_freq / r.factor * (1 - keep) + inv_freq * keep;
+  auto mscale = [](double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
+  double attention = r.attention_factor;
+  if (attention <= 0)
+    attention = r.mscale > 0 && r.mscale_all_dim > 0 ? mscale(r.factor, r.mscale) / mscale(r.factor, r.mscale_all_dim)
+                                                     : mscale(r.factor, 1.0);
+  return {mixed.to(torch::kFloat), attention};
+}
+
+// LongRoPE: per-dimension divisors, the long set once the sequence outgrows the original context.
+RopeFrequencies longrope(const ModelConfig& c, const RopeScaling& r, int64_t length) {
+  const auto& divisors = length > r.original_max_positions ? r.long_factor : r.short_factor;
+  auto inv_freq = default_inv_freq(c.head_dim(), c.rope_theta).to(torch::kDouble) /
+                  torch::tensor(divisors, torch::kDouble);
+  double attention = r.attention_factor;
+  if (attention <= 0)
+    attention = r.factor <= 1 ? 1.0
+                              : std::sqrt(1 + std::log(r.factor) / std::log(static_cast<double>(r.original_max_positions)));
+  return {inv_freq.to(torch::kFloat), attention};
+}
+
+}  // namespace
+
+bool rope_varies_with_length(const ModelConfig& c) { return c.rope.type == "dynamic" || c.rope.type == "longrope"; }
+
+RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t length) {
+  const RopeScaling& r = c.rope;
+  int64_t d = c.head_dim();
+  auto inv_freq = default_inv_freq(d, c.rope_theta);  // (D/2)
+  if (r.type == "linear") return {inv_freq / r.factor, 1.0};
+  if (r.type == "llama3") return {llama3_inv_freq(inv_freq, r).to(torch::kFloat), 1.0};
+  if (r.type == "yarn") return yarn(c, r);
+  if (r.type == "longrope") return longrope(c, r, length);
+  if (r.type == "dynamic") {  // NTK-aware: the base grows with the length past max_seq_len
+    double ratio = static_cast<double>(std::max(length, c.max_seq_len)) / static_cast<double>(c.max_seq_len);
+    double base = c.rope_theta * std::pow(r.factor * ratio - (r.factor - 1), static_cast<double>(d) / (d - 2));
+    return {default_inv_freq(d, base), 1.0};
+  }
+  return {inv_freq, 1.0};
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, const torch::Tensor& inv_freq,
+                         double attention_factor) {
   auto freqs = position_ids.to(torch::kFloat).unsqueeze(-1) * inv_freq.to(x.device());  // (B, T, D/2)
   auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                              // (B, 1, T, D)
-  return (x * emb.cos().to(x.dtype())) + (rotate_half(x) * emb.sin().to(x.dtype()));
+  auto cos = emb.cos() * attention_factor, sin = emb.sin() * attention_factor;
+  return (x * cos.to(x.dtype())) + (rotate_half(x) * sin.to(x.dtype()));
 }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, double theta) {
@@ -155,11 +214,21 @@ static torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tenso
 #endif
 }
 
+// (T, L) bool: query i, at position past + i, sees key j when j <= past + i and, with a window,
+// past + i - j < window.
+static torch::Tensor visible_keys(int64_t t, int64_t past, int64_t window, const torch::Device& device) {
+  auto query = torch::arange(past, past + t, torch::dtype(torch::kLong).device(device)).unsqueeze(1);  // (T, 1)
+  auto key = torch::arange(past + t, torch::dtype(torch::kLong).device(device)).unsqueeze(0);           // (1, L)
+  auto visible = key <= query;
+  return window > 0 ? visible.logical_and(query - key < window) : visible;
+}
+
 // Appends k, v (B, Hkv, T, D) to layer `layer` of the cache at cache.length and attends q
-// (B, H, T, D), at positions cache.length.., to every cached key up to its own position.
-// Grouped heads are matched by reshaping q, so cached keys are never expanded. -> (B, H, T, D)
+// (B, H, T, D), at positions cache.length.., to every cached key up to its own position (and
+// within `window` of it, when positive). Grouped heads are matched by reshaping q, so cached
+// keys are never expanded. -> (B, H, T, D)
 static torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                      KVCache& cache, size_t layer) {
+                                      KVCache& cache, size_t layer, int64_t window = 0) {
   int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3), hkv = k.size(1);
   int64_t past = cache.length, total = past + t;
   TORCH_CHECK(total <= cache.capacity(), "KV cache holds ", cache.capacity(), " positions; ", total, " needed");
@@ -173,10 +242,10 @@ static torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tenso
   auto values = cache.values[layer].narrow(2, 0, total);  // (B, Hkv, L, D)
   auto qg = q.reshape({b, hkv, (h / hkv) * t, d});         // (B, Hkv, G*T, D): q head = kv head * G + g
   auto scores = torch::matmul(qg, keys.transpose(-2, -1)) / std::sqrt(static_cast<double>(d));  // (B, Hkv, G*T, L)
-  if (t > 1) {  // query i sits at position past + i and sees keys 0 .. past + i
-    auto future = torch::ones({t, total}, torch::dtype(torch::kBool).device(q.device())).triu(past + 1);  // (T, L)
+  if (t > 1 || (window > 0 && total > window)) {
+    auto hidden = visible_keys(t, past, window, q.device()).logical_not();  // (T, L)
     scores = scores.view({b, hkv, h / hkv, t, total})
-                 .masked_fill(future, -std::numeric_limits<float>::infinity())
+                 .masked_fill(hidden, -std::numeric_limits<float>::infinity())
                  .view({b, hkv, (h / hkv) * t, total});
   }
   auto y = torch::matmul(torch::softmax(scores, -1).to(values.dtype()), values);  // (B, Hkv, G*T, D)
@@ -191,6 +260,7 @@ static KVCache empty_cache(const torch::nn::Module& model, int64_t layers, int64
     cache.keys.push_back(torch::zeros({batch, kv_heads, capacity, head_dim}, options));
     cache.values.push_back(torch::zeros({batch, kv_heads, capacity, head_dim}, options));
   }
+  cache.tokens = torch::zeros({batch, capacity}, options.dtype(torch::kLong));
   return cache;
 }
 
@@ -287,39 +357,52 @@ struct RMSNormImpl : torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
+// What every attention layer needs for one forward pass, computed once per pass.
+struct AttentionInputs {
+  torch::Tensor cos, sin;         // (B, 1, T, D) rotary angles, scaled by the RoPE attention factor
+  torch::Tensor allowed;          // (B|1, 1, T, T) bool, or undefined: plain causal attention
+  torch::Tensor allowed_window;   // the same within the sliding window (sliding layers only)
+};
+
+// Sliding layers see keys less than `window` positions back; HF's layer_types says which layers
+// slide (all of them when it is absent).
+static int64_t window_of_layer(const ModelConfig& c, int64_t layer) {
+  if (c.sliding_window <= 0) return 0;
+  if (c.layer_types.empty()) return c.sliding_window;
+  return c.layer_types[static_cast<size_t>(layer)] == "sliding_attention" ? c.sliding_window : 0;
+}
+
 struct LlamaAttentionImpl : LayerHost {
-  explicit LlamaAttentionImpl(const ModelConfig& c)
-      : head_dim(c.head_dim()), inv_freq(rope_inv_freq(c)) {
+  LlamaAttentionImpl(const ModelConfig& c, int64_t window) : head_dim(c.head_dim()), window(window) {
     add_layer("q_proj", make_linear(c.hidden_size, c.n_heads * head_dim, c.qkv_bias), q_proj);
     add_layer("k_proj", make_linear(c.hidden_size, c.kv_heads() * head_dim, c.qkv_bias), k_proj);
     add_layer("v_proj", make_linear(c.hidden_size, c.kv_heads() * head_dim, c.qkv_bias), v_proj);
     add_layer("o_proj", make_linear(c.n_heads * head_dim, c.hidden_size, c.o_bias), o_proj);
   }
-  // x (B, T, C), pos (B, T); with a cache, attends to the cached prefix as well. Head counts come
-  // from the projections' widths, so a layer holding a slice of the heads runs unchanged.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& pos, const torch::Tensor& allowed,
-                        KVCache* cache = nullptr, size_t layer = 0) {
+  // x (B, T, C); with a cache, attends to the cached prefix as well. Head counts come from the
+  // projections' widths, so a layer holding a slice of the heads runs unchanged.
+  torch::Tensor forward(const torch::Tensor& x, const AttentionInputs& in, KVCache* cache = nullptr,
+                        size_t layer = 0) {
     int64_t b = x.size(0), t = x.size(1);
     auto q = q_proj->forward(x).view({b, t, -1, head_dim}).transpose(1, 2);  // (B, H, T, D)
     auto k = k_proj->forward(x).view({b, t, -1, head_dim}).transpose(1, 2);  // (B, Hkv, T, D)
     auto v = v_proj->forward(x).view({b, t, -1, head_dim}).transpose(1, 2);
     int64_t n_heads = q.size(1), n_kv_heads = k.size(1);
-    q = apply_rope(q, pos, inv_freq);
-    k = apply_rope(k, pos, inv_freq);
+    q = q * in.cos.to(q.dtype()) + rotate_half(q) * in.sin.to(q.dtype());
+    k = k * in.cos.to(k.dtype()) + rotate_half(k) * in.sin.to(k.dtype());
     torch::Tensor y;  // (B, H, T, D)
     if (cache) {
-      y = cached_attention(q, k, v, *cache, layer);
+      y = cached_attention(q, k, v, *cache, layer, window);
     } else {
       if (n_kv_heads != n_heads) {  // each kv head serves n_heads / n_kv_heads consecutive q heads
         k = k.repeat_interleave(n_heads / n_kv_heads, 1);
         v = v.repeat_interleave(n_heads / n_kv_heads, 1);
       }
-      y = causal_attention(q, k, v, allowed);
+      y = causal_attention(q, k, v, window > 0 ? in.allowed_window : in.allowed);
     }
     return o_proj->forward(y.transpose(1, 2).reshape({b, t, n_heads * head_dim}));
   }
-  int64_t head_dim;
-  torch::Tensor inv_freq;  // (D/2) fp32; not a parameter or buffer: derived from the config
+  int64_t head_dim, window;
   Layer q_proj, k_proj, v_proj, o_proj;
 };
 TORCH_MODULE(LlamaAttention);
@@ -339,15 +422,15 @@ struct LlamaMLPImpl : LayerHost {
 TORCH_MODULE(LlamaMLP);
 
 struct LlamaDecoderLayerImpl : torch::nn::Module {
-  explicit LlamaDecoderLayerImpl(const ModelConfig& c) {
-    self_attn = register_module("self_attn", LlamaAttention(c));
+  LlamaDecoderLayerImpl(const ModelConfig& c, int64_t index) {
+    self_attn = register_module("self_attn", LlamaAttention(c, window_of_layer(c, index)));
     mlp = register_module("mlp", LlamaMLP(c));
     input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.norm_eps));
     post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.norm_eps));
   }
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& pos, const torch::Tensor& allowed,
-                        KVCache* cache = nullptr, size_t layer = 0) {  // (B, T, C), pre-norm residual
-    x = x + self_attn->forward(input_layernorm(x), pos, allowed, cache, layer);
+  torch::Tensor forward(torch::Tensor x, const AttentionInputs& in, KVCache* cache = nullptr,
+                        size_t layer = 0) {  // (B, T, C), pre-norm residual
+    x = x + self_attn->forward(input_layernorm(x), in, cache, layer);
     return x + mlp(post_attention_layernorm(x));
   }
   LlamaAttention self_attn{nullptr};
@@ -360,14 +443,12 @@ struct LlamaModelImpl : LayerHost {
   explicit LlamaModelImpl(const ModelConfig& c) {
     add_layer("embed_tokens", std::make_shared<TokenEmbeddingImpl>(c.vocab_size, c.hidden_size), embed_tokens);
     layers = register_module("layers", torch::nn::ModuleList());
-    for (int64_t i = 0; i < c.n_layers; ++i) layers->push_back(LlamaDecoderLayer(c));
+    for (int64_t i = 0; i < c.n_layers; ++i) layers->push_back(LlamaDecoderLayer(c, i));
     norm = register_module("norm", RMSNorm(c.hidden_size, c.norm_eps));
   }
-  torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& pos, const torch::Tensor& allowed,
-                        KVCache* cache = nullptr) {  // (B, T) -> (B, T, C)
-    auto x = embed_tokens->forward(tokens);
-    for (size_t i = 0; i < layers->size(); ++i)
-      x = layers[i]->as<LlamaDecoderLayer>()->forward(x, pos, allowed, cache, i);
+  torch::Tensor forward(const torch::Tensor& tokens, const AttentionInputs& in, KVCache* cache = nullptr) {
+    auto x = embed_tokens->forward(tokens);  // (B, T) -> (B, T, C)
+    for (size_t i = 0; i < layers->size(); ++i) x = layers[i]->as<LlamaDecoderLayer>()->forward(x, in, cache, i);
     return norm(x);
   }
   Layer embed_tokens;
@@ -381,32 +462,53 @@ class LlamaForCausalLM : public CausalLMImpl {
   explicit LlamaForCausalLM(const ModelConfig& c) : cfg_(c) {
     model = register_module("model", LlamaModel(c));
     add_layer("lm_head", head_layer(c, model->embed_tokens), lm_head);
+    if (!rope_varies_with_length(c)) fixed_rope_ = rope_frequencies(c, c.max_seq_len);
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids,
                         const torch::Tensor& segments) override {
-    check_window(tokens.size(1));
     auto pos = position_ids.defined() ? position_ids : default_positions(tokens);
-    return lm_head->forward(model->forward(tokens, pos, allowed_attention(segments)));
+    auto in = attention_inputs(pos, allowed_attention(segments));
+    return lm_head->forward(model->forward(tokens, in));
   }
   KVCache make_cache(int64_t batch, int64_t capacity) const override {
     return empty_cache(*this, cfg_.n_layers, batch, cfg_.kv_heads(), cfg_.head_dim(), capacity);
   }
   torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) override {
-    check_window(cache.length + tokens.size(1));
-    auto logits = lm_head->forward(model->forward(tokens, positions_from(tokens, cache.length), {}, &cache));
-    cache.length += tokens.size(1);
+    int64_t past = cache.length, t = tokens.size(1), total = past + t;
+    if (past > 0 && rope_varies_with_length(cfg_) &&
+        !rope_frequencies(cfg_, total).inv_freq.equal(rope_frequencies(cfg_, past).inv_freq)) {
+      // The frequencies changed with the length: the cached keys are stale, so run the prefix again
+      // and the result equals a forward pass over the whole sequence.
+      auto all = torch::cat({cache.tokens.narrow(1, 0, past), tokens}, 1);  // (B, past + T)
+      cache.length = 0;
+      return forward_cached(all, cache).narrow(1, past, t);
+    }
+    cache.tokens.narrow(1, past, t).copy_(tokens);
+    auto in = attention_inputs(positions_from(tokens, past), {});
+    auto logits = lm_head->forward(model->forward(tokens, in, &cache));
+    cache.length = total;
     return logits;
   }
   LlamaModel model{nullptr};
   Layer lm_head;
 
  private:
-  void check_window(int64_t t) const {
-    TORCH_CHECK(cfg_.sliding_window <= 0 || t <= cfg_.sliding_window, "sequence of ", t,
-                " tokens is longer than the sliding window of ", cfg_.sliding_window,
-                " (sliding-window attention is not implemented)");
+  // pos (B, T); allowed (B, 1, T, T) or undefined.
+  AttentionInputs attention_inputs(const torch::Tensor& pos, torch::Tensor allowed) const {
+    auto rope = fixed_rope_.inv_freq.defined() ? fixed_rope_ : rope_frequencies(cfg_, pos.max().item<int64_t>() + 1);
+    auto freqs = pos.to(torch::kFloat).unsqueeze(-1) * rope.inv_freq.to(pos.device());  // (B, T, D/2)
+    auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                            // (B, 1, T, D)
+    AttentionInputs in{emb.cos() * rope.attention_factor, emb.sin() * rope.attention_factor, allowed, {}};
+    if (cfg_.sliding_window > 0 && pos.size(1) > cfg_.sliding_window) {
+      auto window = visible_keys(pos.size(1), 0, cfg_.sliding_window, pos.device()).view({1, 1, pos.size(1), -1});
+      in.allowed_window = allowed.defined() ? allowed.logical_and(window) : window;
+    } else {
+      in.allowed_window = allowed;  // a window longer than the sequence changes nothing
+    }
+    return in;
   }
   ModelConfig cfg_;
+  RopeFrequencies fixed_rope_;  // set unless the frequencies vary with the length
 };
 
 // ------------------------------------------------------------------------------------- gpt2

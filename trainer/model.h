@@ -16,6 +16,20 @@ class Section;
 
 namespace lmforge::trainer {
 
+// RoPE scaling as HF spells it (read only from config.json). Each field is used by the types named.
+struct RopeScaling {
+  std::string type = "default";  // default | linear | dynamic | yarn | longrope | llama3
+  double factor = 1.0;           // linear, dynamic, yarn, llama3 (longrope: attention factor only)
+  double low_freq_factor = 1.0;  // llama3
+  double high_freq_factor = 4.0; // llama3
+  int64_t original_max_positions = 0;  // llama3, yarn, longrope: context length before scaling
+  double attention_factor = 0;   // yarn, longrope: scales cos and sin; 0: derived from factor as HF does
+  double beta_fast = 32, beta_slow = 1;        // yarn: the ramp's ends in rotations (the paper's values)
+  double mscale = 0, mscale_all_dim = 0;       // yarn: 0: unused
+  bool truncate = true;                        // yarn: ramp ends rounded to whole dimensions
+  std::vector<double> short_factor, long_factor;  // longrope: D/2 divisors each, long past original_max_positions
+};
+
 struct ModelConfig {
   std::string from;                // HF model directory: its config.json sets every key below, its weights
                                    // replace the random init (a relative path: from the working directory, as data paths)
@@ -38,13 +52,11 @@ struct ModelConfig {
   bool o_bias = false;             // o_proj has a bias (llama attention_bias)
   bool mlp_bias = false;           // gate/up/down projections have biases (llama mlp_bias)
   std::string activation;          // "": family default (llama silu, gpt2 gelu_new); gelu | relu
-  std::string rope_type = "default";  // default | linear | llama3 (HF rope_scaling / rope_parameters)
-  double rope_factor = 1.0;           // linear, llama3: positions stretched by this factor
-  double rope_low_freq_factor = 1.0;  // llama3 only
-  double rope_high_freq_factor = 4.0; // llama3 only
-  int64_t rope_original_max_positions = 8192;  // llama3 only: context length before scaling
-  int64_t sliding_window = 0;                  // mistral/qwen2 window; 0: none. Not implemented: a
-                                               // sequence longer than the window is refused
+  RopeScaling rope;                            // HF rope_scaling / rope_parameters; type default: plain RoPE
+  int64_t sliding_window = 0;                  // mistral/qwen2: a query sees the keys less than this many
+                                               // positions back; 0: no window
+  std::vector<std::string> layer_types;        // HF layer_types: "sliding_attention" | "full_attention" per
+                                               // layer; empty: every layer uses sliding_window
   int64_t bos_token_id = -1;                   // -1: none; carried into a saved config.json
   std::vector<int64_t> eos_token_ids;          // generation stops on any of these
 
@@ -57,6 +69,8 @@ void read_model_config(config::Section& s, ModelConfig& c);
 // Keys and values of every layer for the positions already run: incremental decoding.
 struct KVCache {
   std::vector<torch::Tensor> keys, values;  // [layer] (B, Hkv, capacity, D), filled up to `length`
+  torch::Tensor tokens;                     // (B, capacity) the ids run so far: a RoPE that varies with
+                                            // the length re-runs them when its frequencies change
   int64_t length = 0;                       // positions already in the cache
   int64_t capacity() const { return keys.empty() ? 0 : keys[0].size(2); }
 };
@@ -141,9 +155,20 @@ torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& t
 // Llama's rotary embedding in the Hugging Face rotate-half layout.
 // x (B, H, T, D), position_ids (B, T) -> (B, H, T, D)
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, double theta);
-// Same with explicit inverse frequencies (D/2), e.g. from rope_inv_freq().
-torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, const torch::Tensor& inv_freq);
-// RoPE inverse frequencies (D/2) fp32 for cfg's theta and rope scaling (default, linear, llama3).
-torch::Tensor rope_inv_freq(const ModelConfig& cfg);
+// Same with explicit inverse frequencies (D/2), e.g. from rope_frequencies(); cos and sin are
+// multiplied by `attention_factor` (yarn, longrope).
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, const torch::Tensor& inv_freq,
+                         double attention_factor = 1.0);
+
+struct RopeFrequencies {
+  torch::Tensor inv_freq;         // (D/2) fp32
+  double attention_factor = 1.0;  // multiplies cos and sin
+};
+// cfg's RoPE for a forward pass whose positions reach `length` - 1. Only dynamic and longrope
+// depend on `length` (rope_varies_with_length); the others ignore it. When they change during
+// cached decoding the model re-runs the prefix, so cached and uncached outputs agree (HF's cache
+// keeps keys rotated by the older frequencies instead).
+RopeFrequencies rope_frequencies(const ModelConfig& cfg, int64_t length);
+bool rope_varies_with_length(const ModelConfig& cfg);
 
 }  // namespace lmforge::trainer

@@ -21,7 +21,8 @@ expect_exit() {
   grep -q -- "$pattern" "$tmp/err" || fail "stderr lacks '$pattern': $* :: $(head -c 400 "$tmp/err")"
 }
 
-for model in llama_gqa llama_tied_v5 qwen2_sharded_bf16 gpt2 gpt2_noprefix_f16; do
+for model in llama_gqa llama_tied_v5 qwen2_sharded_bf16 gpt2 gpt2_noprefix_f16 mistral_window qwen2_window_layers \
+  llama_yarn llama_dynamic llama_longrope; do
   dir="$fixtures/$model"
   ids=$(python3 -c "import json;print(','.join(map(str,json.load(open('$dir/reference.json'))['score']['ids'])))")
   prompt=$(python3 -c "import json;print(','.join(map(str,json.load(open('$dir/reference.json'))['greedy']['prompt_ids'])))")
