@@ -133,6 +133,7 @@ struct TrainInputs {
 std::function<void(int64_t)> eval_suites_hook(const Config& cfg, const TrainInputs& in, experiments::RunRecord* record) {
   if (cfg.eval_suites.empty()) return nullptr;
   return [&cfg, &in, record](int64_t step) {
+    parallel::InferenceView whole(*in.model);  // under tp: full logits and embedding table while the suites run
     experiments::EvalModel m{*in.model, *in.tokenizer, {in.tokenizer->eos_id()}, cfg.model.max_seq_len};
     for (const auto& suite : cfg.eval_suites) {
       // Examples split over the dp axis: the tp ranks of one replica run the same ones together.
@@ -179,13 +180,15 @@ int train_loop(const Config& cfg, const TrainInputs& in, experiments::RunRecord*
   return kExitOk;
 }
 
-// The model an export writes: under tp a single-device model holding the gathered weights, so the
-// export is the same whatever tp was. Collective under tp; null on the ranks other than 0.
+// The model an export writes: under tp a single-device model holding the gathered weights (with
+// peft, the base adapted as apply_peft did, then loaded), so the export is the same whatever tp
+// was. Collective under tp; null on the ranks other than 0.
 trainer::CausalLM export_model(const Config& cfg, const TrainInputs& in) {
   if (!in.tp) return in.model;
   NamedTensors full = in.tp->full_parameters(*in.model);
   if (in.grid->world().rank() != 0) return nullptr;
   trainer::CausalLM model = trainer::build_model(cfg.model);
+  if (cfg.peft.enabled()) trainer::apply_lora(*model, trainer::effective_peft_config(cfg.peft));
   torch::NoGradGuard no_grad;
   auto params = model->named_parameters();
   for (const auto& [name, t] : full) params[name].copy_(t);
@@ -320,7 +323,7 @@ int train(const std::string& config_path, const std::vector<std::string>& sets,
   try {
     train_loop(cfg, in, &*record, comm);
     if (cfg.peft.enabled()) {
-      trainer::save_lora_run_export(*in.model, cfg.model, cfg.peft, in.base_dir, record->dir());
+      trainer::save_lora_run_export(*export_model(cfg, in), cfg.model, cfg.peft, in.base_dir, record->dir());
     } else {
       trainer::save_run_export(*export_model(cfg, in), cfg.model, record->dir());
     }

@@ -1,5 +1,6 @@
-// parallel/tensor_parallel.cpp -- the tp autograd primitives, the parallel layers, the
-// vocab-parallel loss and the conversion of a built model. The grid's splitting is grid.cpp's.
+// parallel/tensor_parallel.cpp -- the tp autograd primitives, the parallel layers (LoRA forms
+// included), the vocab-parallel loss, the inference view and the conversion of a built model.
+// The grid's splitting is grid.cpp's.
 #include "parallel/tensor_parallel.h"
 
 #include <cmath>
@@ -73,6 +74,35 @@ torch::Tensor param(torch::nn::Module& m, const std::string& name, const torch::
   return m.register_parameter(name, value.detach().clone(), like.requires_grad());
 }
 
+// A child module `name` holding one parameter, "weight" (LoraLinear's lora_A.weight naming). Built
+// without torch::nn::Linear, whose initialisation would draw from the generator: parallelize()
+// leaves the seed's stream where tp = 1 has it, so dropout masks stay those of one device.
+torch::Tensor child_weight(torch::nn::Module& m, const std::string& name, const torch::Tensor& value,
+                           const torch::Tensor& like) {
+  return param(*m.register_module(name, std::make_shared<torch::nn::Module>()), "weight", value, like);
+}
+
+// Dropout on this rank's slice (..., c) of an input split along its last dim: every rank draws
+// the full (..., p*c) mask (the generators of a tp group are in step) and keeps its slice, so the
+// result is the slice of what at::dropout does on one device (same draws: bernoulli_ on the shape).
+torch::Tensor dropout_of_slice(const torch::Tensor& x, double p, bool training, Comm& tp) {
+  if (!training || p == 0) return x;
+  auto sizes = x.sizes().vec();
+  sizes.back() *= tp.size();
+  auto noise = torch::empty(sizes, x.options()).bernoulli_(1 - p).div_(1 - p);
+  return x * own_slice_last_dim(noise, tp);
+}
+
+torch::Tensor lora_dropout(const torch::Tensor& x, double p, bool training) {
+  return F::dropout(x, F::DropoutFuncOptions().p(p).training(training));
+}
+
+void check_not_dora(const trainer::LoraLinearImpl& full) {
+  if (full.lora_magnitude_vector.defined())
+    throw InputError("peft.method dora with parallel.tp > 1 is not supported: DoRA's row norms need the whole "
+                     "weight; use peft.method lora or parallel.tp: 1");
+}
+
 }  // namespace
 
 torch::Tensor copy_to_tp(const torch::Tensor& x, Comm& tp) { return CopyToTp::apply(x, &tp); }
@@ -104,24 +134,68 @@ torch::Tensor SharedCopyTo::operator()(const torch::Tensor& x, Comm& tp) {
 
 ColumnParallelLinearImpl::ColumnParallelLinearImpl(const trainer::DenseLinearImpl& full, Comm& tp, int64_t groups,
                                                    std::shared_ptr<SharedCopyTo> copy)
+    : ColumnParallelLinearImpl(full.weight, full.bias, tp, groups, std::move(copy)) {}
+
+ColumnParallelLinearImpl::ColumnParallelLinearImpl(const torch::Tensor& full_weight, const torch::Tensor& full_bias,
+                                                   Comm& tp, int64_t groups, std::shared_ptr<SharedCopyTo> copy)
     : tp(tp), copy(std::move(copy)) {
   ShardSpec spec{0, groups};
-  weight = param(*this, "weight", shard_of(full.weight, spec, tp.rank(), tp.size()), full.weight);
-  if (full.bias.defined()) bias = param(*this, "bias", shard_of(full.bias, spec, tp.rank(), tp.size()), full.bias);
+  weight = param(*this, "weight", shard_of(full_weight, spec, tp.rank(), tp.size()), full_weight);
+  if (full_bias.defined()) bias = param(*this, "bias", shard_of(full_bias, spec, tp.rank(), tp.size()), full_bias);
 }
 
 torch::Tensor ColumnParallelLinearImpl::forward(const torch::Tensor& x) {
-  return F::linear((*copy)(x, tp), weight, bias);
+  return output(F::linear((*copy)(x, tp), weight, bias));
 }
 
-RowParallelLinearImpl::RowParallelLinearImpl(const trainer::DenseLinearImpl& full, Comm& tp) : tp(tp) {
-  weight = param(*this, "weight", shard_of(full.weight, {1, 1}, tp.rank(), tp.size()), full.weight);
-  if (full.bias.defined()) bias = param(*this, "bias", full.bias, full.bias);
+torch::Tensor ColumnParallelLinearImpl::output(const torch::Tensor& local) {
+  return gather_output ? gather_from_tp(local, tp) : local;
+}
+
+RowParallelLinearImpl::RowParallelLinearImpl(const trainer::DenseLinearImpl& full, Comm& tp)
+    : RowParallelLinearImpl(full.weight, full.bias, tp) {}
+
+RowParallelLinearImpl::RowParallelLinearImpl(const torch::Tensor& full_weight, const torch::Tensor& full_bias, Comm& tp)
+    : tp(tp) {
+  weight = param(*this, "weight", shard_of(full_weight, {1, 1}, tp.rank(), tp.size()), full_weight);
+  if (full_bias.defined()) bias = param(*this, "bias", full_bias, full_bias);
 }
 
 torch::Tensor RowParallelLinearImpl::forward(const torch::Tensor& x) {
   auto y = reduce_from_tp(F::linear(x, weight), tp);
   return bias.defined() ? y + bias : y;
+}
+
+ColumnParallelLoraImpl::ColumnParallelLoraImpl(const trainer::LoraLinearImpl& full, Comm& tp, int64_t groups,
+                                               std::shared_ptr<SharedCopyTo> copy)
+    : ColumnParallelLinearImpl(full.weight, full.bias, tp, groups, std::move(copy)),
+      scale(full.scale),
+      dropout(full.dropout->options.p()) {
+  check_not_dora(full);
+  const auto& a = full.lora_A->weight;
+  const auto& b = full.lora_B->weight;
+  lora_A = child_weight(*this, "lora_A", a, a);
+  lora_B = child_weight(*this, "lora_B", shard_of(b, {0, groups}, tp.rank(), tp.size()), b);
+}
+
+torch::Tensor ColumnParallelLoraImpl::forward(const torch::Tensor& x) {
+  auto y = F::linear((*copy)(x, tp), weight, bias);                          // (..., out/p)
+  auto h = copy_to_tp(F::linear(lora_dropout(x, dropout, is_training()), lora_A), tp);  // (..., r), whole
+  return output(y + F::linear(h, lora_B) * scale);
+}
+
+RowParallelLoraImpl::RowParallelLoraImpl(const trainer::LoraLinearImpl& full, Comm& tp)
+    : RowParallelLinearImpl(full.weight, full.bias, tp), scale(full.scale), dropout(full.dropout->options.p()) {
+  check_not_dora(full);
+  const auto& a = full.lora_A->weight;
+  const auto& b = full.lora_B->weight;
+  lora_A = child_weight(*this, "lora_A", shard_of(a, {1, 1}, tp.rank(), tp.size()), a);
+  lora_B = child_weight(*this, "lora_B", b, b);
+}
+
+torch::Tensor RowParallelLoraImpl::forward(const torch::Tensor& x) {
+  auto h = reduce_from_tp(F::linear(dropout_of_slice(x, dropout, is_training(), tp), lora_A), tp);  // (..., r)
+  return RowParallelLinearImpl::forward(x) + F::linear(h, lora_B) * scale;
 }
 
 VocabParallelEmbeddingImpl::VocabParallelEmbeddingImpl(const trainer::TokenEmbeddingImpl& full, Comm& tp)
@@ -137,7 +211,42 @@ torch::Tensor VocabParallelEmbeddingImpl::forward(const torch::Tensor& ids) {
 }
 
 torch::Tensor VocabParallelTiedHeadImpl::forward(const torch::Tensor& h) {
-  return F::linear(copy_to_tp(h, tp), weight);
+  auto local = F::linear(copy_to_tp(h, tp), weight);  // (B, T, V/p)
+  return gather_output ? gather_from_tp(local, tp) : local;
+}
+
+namespace {
+
+// A whole token table for inference (the gathered vocab-parallel one); built without drawing from
+// the generator, unlike TokenEmbeddingImpl, so evaluating leaves the training's random stream alone.
+class WholeEmbeddingImpl : public trainer::LayerImpl {
+ public:
+  explicit WholeEmbeddingImpl(const torch::Tensor& table) { weight = register_parameter("weight", table, false); }
+  torch::Tensor forward(const torch::Tensor& ids) override { return F::embedding(ids, weight); }  // (B, T, C)
+  bool is_embedding() const override { return true; }
+  torch::Tensor weight;  // (V, C)
+};
+
+}  // namespace
+
+InferenceView::InferenceView(trainer::CausalLMImpl& model) : model_(model) {
+  for (const auto& [path, layer] : trainer::named_layers(model)) {
+    if (auto* table = dynamic_cast<VocabParallelEmbeddingImpl*>(layer.get())) {
+      torch::NoGradGuard no_grad;
+      embedding_path_ = path;
+      embedding_ = layer;
+      trainer::replace_layer(model, path, std::make_shared<WholeEmbeddingImpl>(gather_shards(table->weight, {0, 1}, table->tp)));
+    }
+    if (path != "lm_head") continue;
+    if (auto* column = dynamic_cast<ColumnParallelLinearImpl*>(layer.get())) flag_ = &column->gather_output;
+    if (auto* tied = dynamic_cast<VocabParallelTiedHeadImpl*>(layer.get())) flag_ = &tied->gather_output;
+  }
+  if (flag_) *flag_ = true;
+}
+
+InferenceView::~InferenceView() {
+  if (flag_) *flag_ = false;
+  if (embedding_) trainer::replace_layer(model_, embedding_path_, embedding_);
 }
 
 torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets, Comm& tp) {
@@ -245,6 +354,36 @@ void check_divides(const std::string& path, const std::string& what, int64_t siz
                      ", not divisible by tp: every tp rank must hold an equal share");
 }
 
+// The tp form of a linear, plain or LoRA (`lora` set), recording its shards in `plan`: the weight
+// split as split_of says, and of a LoRA layer's adapters B on a column-parallel base (by the base's
+// groups), A on a row-parallel one; the other adapter is replicated.
+trainer::Layer parallel_linear(const std::string& path, const trainer::DenseLinearImpl* dense,
+                               const trainer::LoraLinearImpl* lora, Comm& tp, std::shared_ptr<SharedCopyTo>& copy,
+                               TensorParallel& plan) {
+  const std::string leaf = path.substr(path.rfind('.') + 1);
+  const torch::Tensor& weight = lora ? lora->weight : dense->weight;
+  const bool has_bias = (lora ? lora->bias : dense->bias).defined();
+  Split split = split_of(leaf);
+  if (split == Split::column) {
+    const int64_t groups = leaf == "c_attn" ? 3 : 1;  // q, k and v thirds, each split by heads
+    check_divides(path, "output features", weight.size(0), groups, tp.size());
+    if (!copy) copy = std::make_shared<SharedCopyTo>();
+    plan.shards[path + ".weight"] = {0, groups};
+    if (has_bias) plan.shards[path + ".bias"] = {0, groups};
+    if (!lora) return std::make_shared<ColumnParallelLinearImpl>(*dense, tp, groups, copy);
+    plan.shards[path + ".lora_B.weight"] = {0, groups};
+    return std::make_shared<ColumnParallelLoraImpl>(*lora, tp, groups, copy);
+  }
+  if (split == Split::row) {
+    check_divides(path, "input features", weight.size(1), 1, tp.size());
+    plan.shards[path + ".weight"] = {1, 1};
+    if (!lora) return std::make_shared<RowParallelLinearImpl>(*dense, tp);
+    plan.shards[path + ".lora_A.weight"] = {1, 1};
+    return std::make_shared<RowParallelLoraImpl>(*lora, tp);
+  }
+  throw InputError("parallel.tp: no tensor-parallel rule for layer " + path);
+}
+
 }  // namespace
 
 std::shared_ptr<TensorParallel> parallelize(trainer::CausalLMImpl& model, Grid& grid) {
@@ -256,25 +395,12 @@ std::shared_ptr<TensorParallel> parallelize(trainer::CausalLMImpl& model, Grid& 
   std::map<std::string, std::shared_ptr<SharedCopyTo>> copies;  // by parent module: q/k/v, gate/up
   for (const auto& [path, layer] : trainer::named_layers(model)) {
     const auto dot = path.rfind('.');
-    const std::string leaf = path.substr(dot + 1), parent = dot == std::string::npos ? "" : path.substr(0, dot);
+    const std::string parent = dot == std::string::npos ? "" : path.substr(0, dot);
     trainer::Layer replacement;
-    if (auto dense = std::dynamic_pointer_cast<trainer::DenseLinearImpl>(layer)) {
-      Split split = split_of(leaf);
-      if (split == Split::column) {
-        const int64_t groups = leaf == "c_attn" ? 3 : 1;  // q, k and v thirds, each split by heads
-        check_divides(path, "output features", dense->weight.size(0), groups, tp.size());
-        auto& copy = copies[parent];
-        if (!copy) copy = std::make_shared<SharedCopyTo>();
-        replacement = std::make_shared<ColumnParallelLinearImpl>(*dense, tp, groups, copy);
-        plan->shards[path + ".weight"] = {0, groups};
-        if (dense->bias.defined()) plan->shards[path + ".bias"] = {0, groups};
-      } else if (split == Split::row) {
-        check_divides(path, "input features", dense->weight.size(1), 1, tp.size());
-        replacement = std::make_shared<RowParallelLinearImpl>(*dense, tp);
-        plan->shards[path + ".weight"] = {1, 1};
-      } else {
-        throw InputError("parallel.tp: no tensor-parallel rule for layer " + path);
-      }
+    auto* lora = dynamic_cast<trainer::LoraLinearImpl*>(layer.get());
+    auto* dense = dynamic_cast<trainer::DenseLinearImpl*>(layer.get());
+    if (lora || dense) {
+      replacement = parallel_linear(path, dense, lora, tp, copies[parent], *plan);
     } else if (auto table = std::dynamic_pointer_cast<trainer::TokenEmbeddingImpl>(layer)) {
       check_divides(path, "vocabulary rows", table->weight.size(0), 1, tp.size());
       replacement = embedding = std::make_shared<VocabParallelEmbeddingImpl>(*table, tp);

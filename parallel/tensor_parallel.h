@@ -1,6 +1,7 @@
 // parallel/tensor_parallel.h -- Megatron-style tensor parallelism: the four autograd primitives,
-// column/row-parallel linears, the vocab-parallel embedding, head and cross-entropy, and
-// parallelize(), which converts a built single-device model in place. The grid is grid.h's.
+// column/row-parallel linears (plain and LoRA), the vocab-parallel embedding, head and
+// cross-entropy, parallelize(), which converts a built single-device model in place, and the
+// inference view of a split model. The grid is grid.h's; the LoRA layer itself is trainer/lora.h's.
 #pragma once
 
 #include <torch/torch.h>
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "parallel/comm.h"
+#include "trainer/lora.h"
 #include "trainer/model.h"
 #include "trainer/safetensors.h"
 
@@ -49,24 +51,58 @@ class SharedCopyTo {
   torch::Tensor input_, copied_;  // the last input and its copy-to
 };
 
-// Y = X A^T + b with this rank's rows of A: weight (out/p, in), bias (out/p). Output stays sharded.
+// Y = X A^T + b with this rank's rows of A: weight (out/p, in), bias (out/p). Output stays sharded,
+// unless gather_output is set (the output head during inference: see InferenceView).
 class ColumnParallelLinearImpl : public trainer::LayerImpl {
  public:
   ColumnParallelLinearImpl(const trainer::DenseLinearImpl& full, Comm& tp, int64_t groups = 1,
                            std::shared_ptr<SharedCopyTo> copy = std::make_shared<SharedCopyTo>());
+  // From the full weight (out, in) and bias (out, or undefined).
+  ColumnParallelLinearImpl(const torch::Tensor& full_weight, const torch::Tensor& full_bias, Comm& tp, int64_t groups,
+                           std::shared_ptr<SharedCopyTo> copy);
   torch::Tensor forward(const torch::Tensor& x) override;  // (..., in) -> (..., out/p)
   torch::Tensor weight, bias;
   Comm& tp;
   std::shared_ptr<SharedCopyTo> copy;
+  bool gather_output = false;  // (..., out) instead of (..., out/p)
+
+ protected:
+  torch::Tensor output(const torch::Tensor& local);  // local, or gathered with gather_output
 };
 
 // Y = sum over tp of X_r A_r^T, then + b: weight (out, in/p); the bias is whole, added once after the sum.
 class RowParallelLinearImpl : public trainer::LayerImpl {
  public:
   RowParallelLinearImpl(const trainer::DenseLinearImpl& full, Comm& tp);
+  RowParallelLinearImpl(const torch::Tensor& full_weight, const torch::Tensor& full_bias, Comm& tp);
   torch::Tensor forward(const torch::Tensor& x) override;  // (..., in/p) -> (..., out)
   torch::Tensor weight, bias;
   Comm& tp;
+};
+
+// LoRA (trainer/lora.h) on a column-parallel base: lora_A (r, in) whole on every rank, lora_B
+// (out/p, r) this rank's rows of the outputs (by `groups`, as the base). h = A dropout(x) is
+// computed on the replicated input, then copy-to-tp: its backward sums the ranks' partial
+// gradients of h, so A's gradient is whole and the same on every rank. Parameter names are
+// LoraLinear's (weight, bias, lora_A.weight, lora_B.weight). DoRA is not supported.
+class ColumnParallelLoraImpl : public ColumnParallelLinearImpl {
+ public:
+  ColumnParallelLoraImpl(const trainer::LoraLinearImpl& full, Comm& tp, int64_t groups, std::shared_ptr<SharedCopyTo> copy);
+  torch::Tensor forward(const torch::Tensor& x) override;  // (..., in) -> (..., out/p)
+  torch::Tensor lora_A, lora_B;  // (r, in), (out/p, r)
+  double scale, dropout;
+};
+
+// LoRA on a row-parallel base: lora_A (r, in/p) this rank's input columns, lora_B (out, r) whole.
+// h = reduce-from-tp(dropout(x_r) A_r^T) is whole on every rank; h B^T is added after the base's
+// reduce. The dropout mask is the slice of the full-width mask every rank draws alike, so it is
+// the mask one device draws.
+class RowParallelLoraImpl : public RowParallelLinearImpl {
+ public:
+  RowParallelLoraImpl(const trainer::LoraLinearImpl& full, Comm& tp);
+  torch::Tensor forward(const torch::Tensor& x) override;  // (..., in/p) -> (..., out)
+  torch::Tensor lora_A, lora_B;  // (r, in/p), (out, r)
+  double scale, dropout;
 };
 
 // Rows vocab_start .. vocab_start + V/p of the token table; ids outside them contribute zeros
@@ -89,6 +125,26 @@ class VocabParallelTiedHeadImpl : public trainer::LayerImpl {
   torch::Tensor forward(const torch::Tensor& h) override;
   torch::Tensor weight;
   Comm& tp;
+  bool gather_output = false;  // (B, T, V) instead of (B, T, V/p): see InferenceView
+};
+
+// While alive, a tp-split model looks whole to inference code written for one device (eval
+// suites, scoring, generation), on every tp rank: the output head returns the full logits
+// (B, T, V), gathered from the ranks' vocab slices, and the token embedding is a whole table
+// (gathered once), so the vocabulary checks see V rows. Training keeps the slices
+// (vocab_parallel_cross_entropy). A model that was not split is left alone. Collective.
+class InferenceView {
+ public:
+  explicit InferenceView(trainer::CausalLMImpl& model);
+  ~InferenceView();
+  InferenceView(const InferenceView&) = delete;
+  InferenceView& operator=(const InferenceView&) = delete;
+
+ private:
+  trainer::CausalLMImpl& model_;
+  bool* flag_ = nullptr;                // the head's gather_output
+  std::string embedding_path_;         // the vocab-parallel embedding, swapped out while alive
+  trainer::Layer embedding_;
 };
 
 // Mean next-token cross-entropy (fp32, targets -100 ignored) from this rank's vocab slice of the
@@ -127,9 +183,11 @@ class TensorParallel {
 // Converts a built single-device llama or gpt2 model in place through replace_layer: q/k/v (and
 // gpt2's fused c_attn by thirds), gate/up and c_fc column-parallel; o_proj, down_proj and c_proj
 // row-parallel; the token embedding vocab-parallel; lm_head column-parallel over the vocab (tied:
-// over the embedding's rows). Each rank keeps its slice of the full weights, so tp = N starts
-// exactly where tp = 1 does. Logits come out as vocab slices: use vocab_parallel_cross_entropy.
-// Throws InputError naming the layer when a size does not divide by tp. With tp = 1 it changes nothing.
+// over the embedding's rows). LoRA layers (apply_lora runs first, on the whole model) become their
+// column or row form with the adapters sliced the same way. Each rank keeps its slice of the full
+// weights, so tp = N starts exactly where tp = 1 does. Logits come out as vocab slices: use
+// vocab_parallel_cross_entropy. Throws InputError naming the layer when a size does not divide by
+// tp, and for a DoRA layer. With tp = 1 it changes nothing.
 std::shared_ptr<TensorParallel> parallelize(trainer::CausalLMImpl& model, Grid& grid);
 
 }  // namespace lmforge::parallel

@@ -56,16 +56,14 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   if (c.model.from.empty()) {  // with model.from the sizes come from its config.json: parallelize() checks them
     for (const auto& [key, message] : parallel::tp_layout_errors(c.model, c.parallel.tp)) parallel.error("tp", message);
   }
-  if (c.peft.enabled() && c.parallel.tp > 1)
-    parallel.error("tp", "peft." + c.peft.method + " with parallel.tp " + std::to_string(c.parallel.tp) +
-                             " is not supported yet: adapters are not sharded over tp; use parallel.tp: 1");
+  if (c.peft.method == "dora" && c.parallel.tp > 1)  // LoRA adapters are sharded with their base layers
+    parallel.error("tp", "peft.method dora with parallel.tp " + std::to_string(c.parallel.tp) +
+                             " is not supported: DoRA's row norms need the whole weight; use peft.method lora or "
+                             "parallel.tp: 1");
   if (c.peft.enabled() && c.peft.from.empty() && diag.empty()) {
     auto [key, message] = trainer::check_peft_against_model(c.model, c.peft);
     if (!key.empty()) peft.error(key, message);
   }
-  if (!c.eval_suites.empty() && c.parallel.tp > 1)  // inference on tensor-parallel layers is not supported yet
-    eval.error("suites", "eval suites run on a whole model, not with parallel.tp > 1; evaluate the run's export "
-                         "with lmforge eval instead");
   if (!diag.empty()) throw config::ConfigError(diag.format());
   if (c.data.cache_dir.empty()) c.data.cache_dir = c.run.output_dir + "/cache";
 

@@ -232,6 +232,10 @@ static torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tenso
   int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3), hkv = k.size(1);
   int64_t past = cache.length, total = past + t;
   TORCH_CHECK(total <= cache.capacity(), "KV cache holds ", cache.capacity(), " positions; ", total, " needed");
+  if (past == 0 && cache.keys[layer].size(1) != hkv) {  // the layer holds a share of the heads (tensor parallel)
+    cache.keys[layer] = cache.keys[layer].narrow(1, 0, hkv).clone();
+    cache.values[layer] = cache.values[layer].narrow(1, 0, hkv).clone();
+  }
   cache.keys[layer].narrow(2, past, t).copy_(k);
   cache.values[layer].narrow(2, past, t).copy_(v);
   auto keys = cache.keys[layer].narrow(2, 0, total);      // (B, Hkv, L, D)

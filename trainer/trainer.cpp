@@ -357,7 +357,7 @@ void Trainer::load_weights(const std::string& dir) {
     if (saved_base.at("files") != nlohmann::json::parse(s_.base_reference).at("files"))
       throw InputError(dir + " adapts the base model saved at " + saved_base.at("path").get<std::string>() +
                        ", whose weights differ (SHA-256) from the configured base");
-    load_trainable_tensors(*model_, load_safetensors(dir + "/model.safetensors"), dir + "/model.safetensors");
+    load_trainable_tensors(*model_, local_tensors(load_safetensors(dir + "/model.safetensors")), dir + "/model.safetensors");
     return;
   }
   auto saved = local_tensors(load_safetensors(dir + "/model.safetensors"));
@@ -387,7 +387,7 @@ void Trainer::load_weights(const std::string& dir) {
 }
 
 NamedTensors Trainer::weights_to_save() {
-  if (!s_.base_reference.empty()) return trainable_tensors(*model_);
+  if (!s_.base_reference.empty()) return full_tensors(trainable_tensors(*model_));  // collective under tp
   return full_weights(*model_, s_.tp.get());  // collective under tp
 }
 

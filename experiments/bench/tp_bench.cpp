@@ -1,7 +1,9 @@
 // experiments/bench/tp_bench.cpp -- run under mpirun -np N (N = 1, 2, 4): a llama trained at
 // tp = N; tensor-parallel communication per step, counted on the tp communicator, against the
 // Megatron theory (per layer two allreduces of B*T*H forward, two backward), and step time.
-// Prints one JSON object from rank 0. Results: experiments/bench/RESULTS.md.
+// With the argument `lora`, the same model with r = 8 LoRA adapters on every linear, the base
+// frozen (adapters sharded with their base layers). Prints one JSON object from rank 0; run it
+// through tp_bench.sh for the tp2 / tp1 ratios. Results: experiments/bench/RESULTS.md.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,6 +14,7 @@
 #include "parallel/grid.h"
 #include "parallel/launcher.h"
 #include "parallel/tensor_parallel.h"
+#include "trainer/lora.h"
 #include "trainer/model.h"
 #include "trainer/optim.h"
 
@@ -92,6 +95,13 @@ int main(int argc, char** argv) {
   const int64_t B = 8, T = 128, H = mc.hidden_size;
   torch::manual_seed(1);
   auto model = trainer::build_model(mc);
+  const bool lora = argc > 1 && std::string(argv[1]) == "lora";
+  if (lora) {
+    trainer::PeftConfig peft;
+    peft.method = "lora";
+    peft.targets = {"all-linear"};  // r = 8 (PEFT's default) on every linear but the head
+    trainer::apply_lora(*model, peft);
+  }
   auto plan = parallel::parallelize(*model, grid);
   trainer::OptimConfig oc;
   auto optimizer = trainer::make_optimizer(*model, oc);
@@ -125,6 +135,7 @@ int main(int argc, char** argv) {
   const int64_t theory_bytes = (4 * mc.n_layers + 2) * activation;
   if (world->rank() == 0) {
     nlohmann::json out = {{"tp", tp},
+                          {"peft", lora ? "lora" : "none"},
                           {"batch", {B, T}},
                           {"step_ms_median", 1e3 * times[times.size() / 2]},
                           {"allreduces_per_step", counts->allreduces / steps},

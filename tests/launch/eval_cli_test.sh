@@ -115,8 +115,6 @@ expect "unknown metric lists the available ones, exit 2" 2 "$work/metric.yaml:$l
 sed 's/A:", response/A: {hint}", response/' "$work/suite.yaml" >"$work/field.yaml"
 run "$LMFORGE" eval --model "$trained" "$work/field.yaml"
 expect "missing template field named, exit 2" 2 "$work/qa.jsonl:1: template 'qa' needs field 'hint'"
-run "$LMFORGE" config validate "$work/train.yaml" --set parallel.tp=2
-expect "eval.suites with tensor parallelism refused, exit 2" 2 "eval.suites: eval suites run on a whole model"
 run "$LMFORGE" eval --model "$trained" "$work/suite.yaml" --adapter "$work"
 expect "--adapter on a directory that is no adapter: exit 2, named" 2 "$work"
 run "$LMFORGE" eval --model "$trained" "$work/suite.yaml" --gate "bits_per_byte=<1"
