@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "data/chat_template.h"
 #include "data/hf_tokenizer.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "trainer/config_reader.h"
@@ -59,15 +60,21 @@ bool is_sentencepiece_path(const fs::path& p) {
   return p.extension() == ".model";
 }
 
+// The chat template in the tokenizer's directory (or beside its file), if any.
+std::unique_ptr<Tokenizer> with_chat_template(std::unique_ptr<Tokenizer> tok, const fs::path& path) {
+  tok->set_chat_template(load_chat_template((fs::is_directory(path) ? path : path.parent_path()).string()));
+  return tok;
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer_path(const std::string& path, const SpecialTokens& special) {
   if (!fs::exists(path)) throw InputError(path + ": no such tokenizer file or directory");
   if (is_sentencepiece_path(path)) {
     fs::path model = fs::is_directory(path) ? fs::path(path) / "tokenizer.model" : fs::path(path);
-    return load_sentencepiece_model(model.string(), special);
+    return with_chat_template(load_sentencepiece_model(model.string(), special), path);
   }
-  return load_bpe_files(path, special);
+  return with_chat_template(load_bpe_files(path, special), path);
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& cfg) {
@@ -79,6 +86,7 @@ std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& cfg) {
   } else {
     tok = load_bpe_files(cfg.path, cfg.special);
   }
+  tok = with_chat_template(std::move(tok), cfg.path);
   if (tok->eos_id() < 0)
     throw InputError("tokenizer.eos: " + cfg.path + " names no end-of-sequence token; set tokenizer.eos to one");
   return tok;

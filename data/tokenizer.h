@@ -13,6 +13,8 @@ class Section;
 
 namespace lmforge::data {
 
+class ChatTemplate;
+
 // Special tokens named by their text; an empty one is taken from the tokenizer files.
 struct SpecialTokens {
   std::string bos, eos, pad;
@@ -42,6 +44,15 @@ class Tokenizer {
   virtual std::string piece(int32_t id) const = 0;
   // Names the tokenizer and its version; part of every token cache key.
   virtual std::string fingerprint() const = 0;
+  // Text a chat template rendered: it writes bos/eos itself, so no post-processor ids are added.
+  virtual std::vector<int32_t> encode_rendered(const std::string& text) const { return encode(text); }
+
+  // The chat template beside the tokenizer files (data/chat_template.h); null when there is none.
+  const ChatTemplate* chat_template() const { return chat_template_.get(); }
+  void set_chat_template(std::shared_ptr<const ChatTemplate> t) { chat_template_ = std::move(t); }
+
+ private:
+  std::shared_ptr<const ChatTemplate> chat_template_;
 };
 
 // Bytes 0..255 are ids 0..255; bos = 256, eos = 257.

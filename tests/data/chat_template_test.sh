@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# tests/data/chat_template_test.sh -- `lmforge chat-template` against Jinja2 (with transformers'
+# settings, chat_template_reference.py): every template under tests/fixtures/chat_templates with every
+# message list, add_generation_prompt off and on, byte for byte; raise_exception exits 2 with its message.
+# Exit 77 (skipped) when /usr/bin/python3 lacks jinja2 (Debian: python3-jinja2).
+# Usage: chat_template_test.sh PATH/TO/lmforge   (ctest passes it; run from the source root)
+set -u
+LMFORGE=${1:?usage: chat_template_test.sh PATH/TO/lmforge}
+if ! /usr/bin/python3 -c 'import jinja2' 2>/dev/null; then
+  echo "# skipped: /usr/bin/python3 has no jinja2 (apt-get install python3-jinja2)"
+  exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/../launch/tap.sh"
+fixtures=tests/fixtures/chat_templates
+
+# One model directory per template: tokenizer_config.json holding it, as HF ships them.
+for t in "$fixtures"/*.jinja; do
+  name=$(basename "$t" .jinja)
+  mkdir -p "$work/$name"
+  /usr/bin/python3 -c 'import json, sys
+print(json.dumps({"bos_token": "<s>", "eos_token": "</s>", "chat_template": open(sys.argv[1], encoding="utf-8").read()}))' \
+    "$t" >"$work/$name/tokenizer_config.json"
+  for m in "$fixtures"/messages/*.json; do
+    for gen in 0 1; do
+      printf '%s\t%s\t%s\t%s\n' "$work/$name/tokenizer_config.json" "$m" "$gen" \
+        "$work/$name/$(basename "$m" .json).$gen.want" >>"$work/cases.tsv"
+    done
+  done
+done
+/usr/bin/python3 tests/data/chat_template_reference.py "$work/cases.tsv" || { echo "reference renderer failed"; exit 1; }
+
+same=0 raised=0
+while IFS=$'\t' read -r config messages gen want; do
+  dir=$(dirname "$config")
+  case_name="$(basename "$dir") $(basename "$messages" .json) add_generation_prompt=$gen"
+  flag=(); [ "$gen" = 1 ] && flag=(--add-generation-prompt)
+  "$LMFORGE" chat-template --model "$dir" --messages "$messages" "${flag[@]}" >"$work/got" 2>"$work/out"
+  rc=$?
+  if head -c 7 "$want" | grep -q '^RAISE: '; then
+    message=$(sed '1s/^RAISE: //' "$want")
+    if [ "$rc" = 2 ] && grep -qF -- "$message" "$work/out"; then raised=$((raised + 1)); else not_ok "$case_name: exit $rc, wanted 2 with '$message'"; fi
+  elif [ "$rc" = 0 ] && cmp -s "$want" "$work/got"; then
+    same=$((same + 1))
+  else
+    { echo "exit $rc"; diff <(cat -A "$want") <(cat -A "$work/got") | head -10; } >>"$work/out"
+    not_ok "$case_name: differs from Jinja2"
+  fi
+done <"$work/cases.tsv"
+[ "$same" -gt 0 ] && ok "$same renderings byte-identical to Jinja2, $raised raise_exception cases exit 2 with the message"
+[ "$raised" -gt 0 ] || not_ok "no case exercised raise_exception"
+
+# --ids: the rendered text tokenized without a second bos (the template writes its own).
+mkdir -p "$work/sp"
+cp tests/fixtures/sentencepiece/bpe.model "$work/sp/tokenizer.model"
+printf '{"bos_token": "<s>", "chat_template": "{{ bos_token }}{%% for m in messages %%}{{ m.role }}: {{ m.content }}\\n{%% endfor %%}"}' \
+  >"$work/sp/tokenizer_config.json"
+echo '[{"role": "user", "content": "hello world"}]' >"$work/one.json"
+run() { "$LMFORGE" "$@" >"$work/out" 2>&1; rc=$?; }
+run chat-template --model "$work/sp" --messages "$work/one.json"
+text=$(cat "$work/out")
+run tokenize --tokenizer "$work/sp" --text "$text"
+want_ids=$(cat "$work/out")
+run chat-template --model "$work/sp" --messages "$work/one.json" --ids
+expect "--ids prints the rendered text's ids" 0 "$want_ids"
+
+# A syntax error names the file, line and column; exit 2.
+mkdir -p "$work/broken"
+printf '{"chat_template": "{%% for m in messages %%}\\n{{ m.content }\\n{%% endfor %%}"}' >"$work/broken/tokenizer_config.json"
+run chat-template --model "$work/broken" --messages "$work/one.json"
+expect "a syntax error names source, line and column" 2 "$work/broken/tokenizer_config.json: chat_template:2:"
+run chat-template --model "$work/chatml" --messages "$work/missing.json"
+expect "a missing messages file exits 2" 2 "missing.json"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
