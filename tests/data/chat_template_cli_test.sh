@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# tests/data/chat_template_test.sh -- `lmforge chat-template` against Jinja2 (with transformers'
+# tests/data/chat_template_cli_test.sh -- `lmforge chat-template` against Jinja2 (with transformers'
 # settings, chat_template_reference.py): every template under tests/fixtures/chat_templates with every
 # message list, add_generation_prompt off and on, byte for byte; raise_exception exits 2 with its message.
 # Exit 77 (skipped) when /usr/bin/python3 lacks jinja2 (Debian: python3-jinja2).
-# Usage: chat_template_test.sh PATH/TO/lmforge   (ctest passes it; run from the source root)
+# Usage: chat_template_cli_test.sh PATH/TO/lmforge   (ctest passes it; run from the source root)
 set -u
-LMFORGE=${1:?usage: chat_template_test.sh PATH/TO/lmforge}
+LMFORGE=${1:?usage: chat_template_cli_test.sh PATH/TO/lmforge}
 if ! /usr/bin/python3 -c 'import jinja2' 2>/dev/null; then
   echo "# skipped: /usr/bin/python3 has no jinja2 (apt-get install python3-jinja2)"
   exit 77
