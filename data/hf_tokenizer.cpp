@@ -16,7 +16,6 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
-#include "data/chat_template.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "data/utf8.h"
 #include "trainer/digest.h"
@@ -542,7 +541,7 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
   std::unique_ptr<Tokenizer> tok;
   if (fs::exists(json_path)) tok = tokenizer_json(json_path, read_config_beside(json_path), {});
   else if (fs::exists(sp_path)) tok = load_sentencepiece_model(sp_path.string(), {});
-  if (tok) tok->set_chat_template(load_chat_template(dir));
+  if (tok) tok->attach_chat_template(dir);
   return tok;
 }
 

@@ -206,7 +206,6 @@ struct SourceReader {
   // messages[:i+1] adds to messages[:i] with the generation prompt. Every such rendering must be a
   // prefix of the whole one, or the turns cannot be told apart.
   Record from_chat_template(const SourceConfig& src, nlohmann::ordered_json j, const std::string& where) {
-    if (!chat) throw InputError(where + ": template 'model' needs the tokenizer's chat template, and it has none");
     if (!j.is_object() || !j.contains(src.messages) || !j[src.messages].is_array() || j[src.messages].empty())
       throw InputError(where + ": field '" + src.messages + "' is not a non-empty list of {role, content}");
     nlohmann::ordered_json messages = j[src.messages], tools = j.contains("tools") ? j["tools"] : nullptr;
@@ -331,6 +330,20 @@ double seeded_unit(uint64_t seed, const std::string& salt, const std::string& he
   return static_cast<double>(std::stoull(h.substr(0, 13), nullptr, 16)) / static_cast<double>(1ULL << 52);
 }
 
+// The tokenizer's chat template when a source renders with it (null when none does); throws when
+// one does and the tokenizer has none.
+const ChatTemplate* model_template(const DataConfig& cfg, const Tokenizer* tokenizer) {
+  for (const auto& s : cfg.sources) {
+    if (s.template_name != kModelTemplate) continue;
+    const ChatTemplate* t = tokenizer ? tokenizer->chat_template() : nullptr;
+    if (!t)
+      throw InputError(s.key.substr(0, s.key.rfind('.')) + ".template: 'model' needs the tokenizer's chat template "
+                       "(tokenizer_config.json chat_template or chat_template.jinja beside the tokenizer files)");
+    return t;
+  }
+  return nullptr;
+}
+
 std::string length_bucket(size_t n) {
   size_t top = 16;
   while (top < n) top *= 2;
@@ -339,9 +352,9 @@ std::string length_bucket(size_t n) {
 
 }  // namespace
 
-std::vector<Record> read_records(const DataConfig& cfg, int64_t limit, const ChatTemplate* chat) {
+std::vector<Record> read_records(const DataConfig& cfg, int64_t limit, const Tokenizer* tokenizer) {
   std::map<std::string, int64_t> dropped;
-  SourceReader reader{cfg, dropped, chat};
+  SourceReader reader{cfg, dropped, model_template(cfg, tokenizer)};
   std::vector<Record> records;
   for (const auto& f : read_inputs(cfg)) {
     reader.read(cfg.sources[f.source], f.path, f.text, records);
@@ -357,10 +370,7 @@ PreparedDataset prepare_dataset(const DataConfig& cfg, const Tokenizer& tokenize
   nlohmann::json templates = nlohmann::json::object();
   for (const auto& s : cfg.sources) {
     if (s.template_name.empty()) continue;
-    if (s.template_name == kModelTemplate && !tokenizer.chat_template())
-      throw InputError(s.key.substr(0, s.key.rfind('.')) + ".template: 'model' needs the tokenizer's chat template "
-                       "(tokenizer_config.json chat_template or chat_template.jinja beside the tokenizer files)");
-    templates[s.template_name] = s.template_name == kModelTemplate ? tokenizer.chat_template()->version()
+    templates[s.template_name] = s.template_name == kModelTemplate ? model_template(cfg, &tokenizer)->version()
                                                                     : find_template(cfg, s.template_name).version();
   }
   nlohmann::json identity = {{"format_version", kDatasetFormatVersion}, {"tokenizer", tokenizer.fingerprint()},
@@ -386,7 +396,7 @@ PreparedDataset prepare_dataset(const DataConfig& cfg, const Tokenizer& tokenize
   std::map<std::string, int64_t> dropped{{"empty", 0}, {"too_short", 0}, {"too_long", 0}, {"duplicate", 0},
                                          {"malformed", 0}, {"no_trained_tokens", 0}};
   std::map<std::string, int64_t> histogram;
-  SourceReader reader{cfg, dropped, tokenizer.chat_template()};
+  SourceReader reader{cfg, dropped, model_template(cfg, &tokenizer)};
   std::set<std::string> seen;
   struct Doc {
     std::vector<int32_t> ids;

@@ -18,7 +18,6 @@ class Section;
 namespace lmforge::data {
 
 class Tokenizer;
-class ChatTemplate;
 
 struct SourceConfig {
   std::vector<std::string> paths;   // files or globs (required); relative paths from the working directory
@@ -81,7 +80,7 @@ struct Record {
   bool rendered = false;  // by a chat template, which writes its own bos/eos: Tokenizer::encode_rendered
 };
 // The records of every source in order (errors as prepare_dataset; skipped records are dropped).
-// `chat` is the tokenizer's chat template, for sources with `template: model`.
-std::vector<Record> read_records(const DataConfig& cfg, int64_t limit, const ChatTemplate* chat = nullptr);
+// `tokenizer` gives the chat template of sources with `template: model`.
+std::vector<Record> read_records(const DataConfig& cfg, int64_t limit, const Tokenizer* tokenizer = nullptr);
 
 }  // namespace lmforge::data

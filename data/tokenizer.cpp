@@ -62,11 +62,24 @@ bool is_sentencepiece_path(const fs::path& p) {
 
 // The chat template in the tokenizer's directory (or beside its file), if any.
 std::unique_ptr<Tokenizer> with_chat_template(std::unique_ptr<Tokenizer> tok, const fs::path& path) {
-  tok->set_chat_template(load_chat_template((fs::is_directory(path) ? path : path.parent_path()).string()));
+  tok->attach_chat_template((fs::is_directory(path) ? path : path.parent_path()).string());
   return tok;
 }
 
 }  // namespace
+
+const ChatTemplate* Tokenizer::chat_template() const {
+  if (!chat_template_error_.empty()) throw InputError(chat_template_error_);
+  return chat_template_.get();
+}
+
+void Tokenizer::attach_chat_template(const std::string& dir) {
+  try {
+    chat_template_ = load_chat_template(dir);
+  } catch (const InputError& e) {
+    chat_template_error_ = e.what();
+  }
+}
 
 std::unique_ptr<Tokenizer> load_tokenizer_path(const std::string& path, const SpecialTokens& special) {
   if (!fs::exists(path)) throw InputError(path + ": no such tokenizer file or directory");

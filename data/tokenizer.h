@@ -48,11 +48,14 @@ class Tokenizer {
   virtual std::vector<int32_t> encode_rendered(const std::string& text) const { return encode(text); }
 
   // The chat template beside the tokenizer files (data/chat_template.h); null when there is none.
-  const ChatTemplate* chat_template() const { return chat_template_.get(); }
-  void set_chat_template(std::shared_ptr<const ChatTemplate> t) { chat_template_ = std::move(t); }
+  // One that does not parse throws its InputError here, where it is used, not when the tokenizer loads.
+  const ChatTemplate* chat_template() const;
+  // Reads `dir`'s chat template (tokenizer_config.json or chat_template.jinja), if any.
+  void attach_chat_template(const std::string& dir);
 
  private:
   std::shared_ptr<const ChatTemplate> chat_template_;
+  std::string chat_template_error_;
 };
 
 // Bytes 0..255 are ids 0..255; bos = 256, eos = 257.

@@ -366,7 +366,7 @@ int data_prepare_command(const std::string& path, const std::vector<std::string>
 int data_inspect_command(const std::string& path, const std::vector<std::string>& sets, int64_t index) {
   Config cfg = load_config(path, sets);
   auto tokenizer = training_tokenizer(cfg);
-  auto records = data::read_records(cfg.data, index + 1, tokenizer->chat_template());
+  auto records = data::read_records(cfg.data, index + 1, tokenizer.get());
   if (index >= static_cast<int64_t>(records.size()))
     throw InputError("data inspect: --record " + std::to_string(index) + " but the sources hold " +
                      std::to_string(records.size()) + " records");

@@ -65,6 +65,25 @@ want_ids=$(cat "$work/out")
 run chat-template --model "$work/sp" --messages "$work/one.json" --ids
 expect "--ids prints the rendered text's ids" 0 "$want_ids"
 
+# generate --chat: the prompt is the rendered one-turn chat with the generation prompt, as --ids gives it.
+# A tiny byte-level BPE (ids < the fixture model's 64) over the llama_gqa fixture's weights.
+mkdir -p "$work/llama"
+cp tests/fixtures/hf/llama_gqa/config.json tests/fixtures/hf/llama_gqa/model.safetensors "$work/llama/"
+/usr/bin/python3 -c 'import json, sys
+letters = "abcdefghijklmnopqrstuvwxyz"
+vocab = {c: i for i, c in enumerate(letters + ":\u0120\u010a")}
+added = [{"id": 40, "content": "<s>", "special": True}, {"id": 41, "content": "<|turn|>", "special": True}]
+json.dump({"model": {"type": "BPE", "vocab": vocab, "merges": []},
+           "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+           "decoder": {"type": "ByteLevel"}, "added_tokens": added}, open(sys.argv[1] + "/tokenizer.json", "w"))
+json.dump({"bos_token": "<s>", "chat_template": "{{ bos_token }}{% for m in messages %}<|turn|>{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<|turn|>assistant:{% endif %}"},
+          open(sys.argv[1] + "/tokenizer_config.json", "w"))' "$work/llama"
+echo '[{"role": "user", "content": "hello"}]' >"$work/hello.json"
+run chat-template --model "$work/llama" --messages "$work/hello.json" --add-generation-prompt --ids
+want_ids=$(tr ' ' ',' <"$work/out")
+run generate --model "$work/llama" --chat hello --max-new-tokens 2 --json
+expect "generate --chat starts from the rendered chat" 0 "\"prompt_ids\":[$want_ids]"
+
 # A syntax error names the file, line and column; exit 2.
 mkdir -p "$work/broken"
 printf '{"chat_template": "{%% for m in messages %%}\\n{{ m.content }\\n{%% endfor %%}"}' >"$work/broken/tokenizer_config.json"

@@ -128,11 +128,19 @@ TEST_F(ChatDirTest, LoadsFromTokenizerConfigListFormOrChatTemplateJinja) {
   EXPECT_EQ(load_chat_template((dir_ / "model").string()), nullptr);
 }
 
+TEST_F(ChatDirTest, ABrokenTemplateFailsWhenUsedNotWhenTheTokenizerLoads) {
+  write_config({{"chat_template", "{% if x %}"}});
+  auto tok = load_tokenizer_path((dir_ / "model").string());
+  EXPECT_FALSE(tok->encode("hello").empty());
+  EXPECT_EQ(error_of([&] { tok->chat_template(); }),
+            (dir_ / "model" / "tokenizer_config.json").string() + ": chat_template:1:11: missing '{% endif %}'");
+}
+
 TEST_F(ChatDirTest, ModelTemplateTrainsOnlyAssistantTurns) {
   write_config({{"eos_token", "</s>"}, {"chat_template", kTurns}});
   auto tok = load_tokenizer_path((dir_ / "model").string());
   DataConfig cfg = chat_config(kConversation);
-  auto records = read_records(cfg, 0, tok->chat_template());
+  auto records = read_records(cfg, 0, tok.get());
   ASSERT_EQ(records.size(), 1u);
   const Record& r = records[0];
   EXPECT_TRUE(r.rendered);
@@ -162,14 +170,14 @@ TEST_F(ChatDirTest, ModelTemplateErrorsNameTheRecordAndTemplate) {
   write_config({{"chat_template", "{% for m in messages %}{{ m.content if loop.last else m.content | upper }}|{% endfor %}"}});
   auto tok = load_tokenizer_path((dir_ / "model").string());
   DataConfig cfg = chat_config("\n" + std::string(kConversation));
-  std::string err = error_of([&] { read_records(cfg, 0, tok->chat_template()); });
+  std::string err = error_of([&] { read_records(cfg, 0, tok.get()); });
   EXPECT_NE(err.find("chat.jsonl:2: the chat template ("), std::string::npos) << err;
   EXPECT_NE(err.find("tokenizer_config.json: chat_template) renders"), std::string::npos) << err;
   EXPECT_NE(err.find("not a prefix"), std::string::npos) << err;
 
   write_config({{"chat_template", "{{ raise_exception('no system role') }}"}});
   tok = load_tokenizer_path((dir_ / "model").string());
-  EXPECT_NE(error_of([&] { read_records(cfg, 0, tok->chat_template()); }).find("chat.jsonl:2: the chat template"),
+  EXPECT_NE(error_of([&] { read_records(cfg, 0, tok.get()); }).find("chat.jsonl:2: the chat template"),
             std::string::npos);
 
   fs::remove(dir_ / "model" / "tokenizer_config.json");
