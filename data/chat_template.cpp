@@ -1678,7 +1678,7 @@ class Renderer {
     if (name == "callable") return v.kind == Value::Kind::macro;
     if (name == "iterable" || name == "sequence")
       return v.is_undefined() || (j && (j->is_string() || j->is_array() || j->is_object()));
-    if (!j) return name == "mapping" ? v.kind == Value::Kind::ns && false : false;
+    if (!j) return false;  // undefined, a namespace or a macro: none of the tests below holds
     if (name == "none") return j->is_null();
     if (name == "string") return j->is_string();
     if (name == "number") return is_number(*j);
