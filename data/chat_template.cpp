@@ -1631,9 +1631,10 @@ class Renderer {
 
   Value call_macro(const TemplateNode& m, const std::vector<Value>& pos, const Kw& kw, size_t at) {
     if (pos.size() > m.params.size()) fail(at, "macro '" + m.text + "' takes " + std::to_string(m.params.size()) + " arguments");
-    if (scopes_.size() > 200) fail(at, "macro calls nested too deeply");
-    std::vector<std::map<std::string, Value>> saved = {scopes_[0]};
-    std::swap(saved, scopes_);
+    if (macro_depth_ >= 100) fail(at, "macro calls nested too deeply (100)");
+    ++macro_depth_;
+    std::vector<std::map<std::string, Value>> caller_scopes = {scopes_[0]};  // a macro sees the globals only
+    std::swap(caller_scopes, scopes_);
     scopes_.emplace_back();
     for (size_t i = 0; i < m.params.size(); ++i) {
       Value v = Value::undefined(m.params[i]);
@@ -1648,9 +1649,8 @@ class Renderer {
     }
     std::string out;
     render(m.body, out);
-    saved[0] = scopes_[0];
-    std::swap(saved, scopes_);
-    scopes_[0] = saved[0];
+    std::swap(caller_scopes, scopes_);
+    --macro_depth_;
     return Value::of(out);
   }
 
@@ -1884,6 +1884,7 @@ class Renderer {
 
   std::vector<std::map<std::string, Value>> scopes_;
   std::vector<std::unique_ptr<Macro>> macros_;
+  int macro_depth_ = 0;
 };
 
 }  // namespace

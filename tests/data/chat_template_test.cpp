@@ -48,6 +48,8 @@ TEST(ChatTemplate, UnsupportedConstructsAreRefusedByName) {
   EXPECT_EQ(error_of([] { ChatTemplate("{{ x.append(1) }}", "t"); }), "t:1:5: unsupported method 'append'");
   EXPECT_NE(error_of([] { render("{{ 'é' | upper }}"); }).find("unsupported: upper of non-ASCII text"), std::string::npos);
   EXPECT_NE(error_of([] { render("{{ '%s' % 1 }}"); }).find("unsupported: %-formatting"), std::string::npos);
+  EXPECT_NE(error_of([] { render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"); }).find("nested too deeply"),
+            std::string::npos);
 }
 
 TEST(ChatTemplate, RaiseExceptionCarriesTheMessageAndTheRecord) {
