@@ -65,6 +65,33 @@ want_ids=$(cat "$work/out")
 run chat-template --model "$work/sp" --messages "$work/one.json" --ids
 expect "--ids prints the rendered text's ids" 0 "$want_ids"
 
+# data inspect / prepare with `template: model`: only the assistant's turn is trained.
+echo '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}' >"$work/chat.jsonl"
+cat >"$work/sft.yaml" <<YAML
+base: $PWD/configs/tiny.yaml
+run: {output_dir: $work/runs}
+model: {vocab_size: 320}
+tokenizer: {kind: sentencepiece, path: $work/sp}
+data:
+  train: []
+  eval: []
+  sources:
+    - {paths: $work/chat.jsonl, format: chat, template: model}
+  cache_dir: $work/cache
+YAML
+run data inspect "$work/sft.yaml" --record 0
+expect "data inspect shows the rendered record" 0 "--- no loss (prompt) ---" "--- trained ---"
+if [ "$(grep -A1 -- '--- no loss' "$work/out" | tail -1)" = "<s>user: hi" ] &&
+   [ "$(grep -A1 -- '--- trained ---' "$work/out" | tail -1)" = "assistant: yo" ]; then
+  ok "data inspect: the user turn carries no loss, the assistant's does"
+else
+  not_ok "data inspect segments"
+fi
+run data prepare "$work/sft.yaml"
+expect "data prepare records the chat template's version" 0 '"dataset_id"'
+manifest=$(grep -o '"dir": "[^"]*"' "$work/out" | cut -d'"' -f4)/manifest.json
+if grep -q '"model": "[0-9a-f]\{16\}"' "$manifest"; then ok "manifest templates.model is a 16-hex version"; else not_ok "manifest templates: $(grep -A2 '"templates"' "$manifest")"; fi
+
 # generate --chat: the prompt is the rendered one-turn chat with the generation prompt, as --ids gives it.
 # A tiny byte-level BPE (ids < the fixture model's 64) over the llama_gqa fixture's weights.
 mkdir -p "$work/llama"
