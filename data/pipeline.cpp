@@ -222,18 +222,21 @@ struct SourceReader {
     std::string whole = render(messages.size(), false);
     Record r{where, {}, true};
     size_t done = 0;
-    auto not_prefix = [&](const std::string& what) {
+    auto not_prefix = [&](const std::string& what, const std::string& part) {
+      size_t at = 0;
+      while (at < part.size() && at < whole.size() && part[at] == whole[at]) ++at;
       return InputError(where + ": the chat template (" + chat->source() + ") renders " + what +
                         " as text that is not a prefix of the whole conversation's, so the assistant turns "
-                        "cannot be marked for the loss");
+                        "cannot be marked for the loss (they differ at byte " + std::to_string(at) + ": " +
+                        nlohmann::json(part.substr(at, 24)).dump() + " vs " + nlohmann::json(whole.substr(at, 24)).dump() + ")");
     };
     for (size_t i = 0; i < messages.size(); ++i) {
       if (messages[i]["role"] != "assistant") continue;
       std::string before = render(i, true), upto = render(i + 1, false);
       std::string turn = "messages[:" + std::to_string(i) + "]";
-      if (whole.compare(0, before.size(), before) != 0) throw not_prefix(turn + " with the generation prompt");
-      if (whole.compare(0, upto.size(), upto) != 0) throw not_prefix("messages[:" + std::to_string(i + 1) + "]");
-      if (before.size() < done || upto.size() < before.size()) throw not_prefix(turn);
+      if (whole.compare(0, before.size(), before) != 0) throw not_prefix(turn + " with the generation prompt", before);
+      if (whole.compare(0, upto.size(), upto) != 0) throw not_prefix("messages[:" + std::to_string(i + 1) + "]", upto);
+      if (before.size() < done || upto.size() < before.size()) throw not_prefix(turn, before);
       if (before.size() > done) r.segments.push_back({whole.substr(done, before.size() - done), cfg.train_on_prompt});
       r.segments.push_back({whole.substr(before.size(), upto.size() - before.size()), true});
       done = upto.size();

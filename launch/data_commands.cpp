@@ -22,7 +22,8 @@ struct DataCommands {
   std::vector<std::string> files;
   bool json = false, lines = false;
   CLI::App* chat = nullptr;  // chat-template
-  std::string model_dir, messages_path, tools_path;
+  std::string model_dir, tools_path;
+  std::vector<std::string> messages_paths;
   bool add_generation_prompt = false, ids = false;
 };
 
@@ -81,27 +82,35 @@ nlohmann::ordered_json read_ordered_json(const std::string& option, const std::s
   }
 }
 
-int run_chat_template(const DataCommands& c) {
-  nlohmann::ordered_json messages = read_ordered_json("--messages", c.messages_path), tools = nullptr;
-  if (messages.is_object() && messages.contains("messages")) {  // {"messages": [...], "tools": [...]}
+// One chat's rendering: its messages and tools from `path` ({messages, tools} or a bare list).
+std::string render_file(const data::ChatTemplate& t, const DataCommands& c, const std::string& path) {
+  nlohmann::ordered_json messages = read_ordered_json("--messages", path), tools = nullptr;
+  if (messages.is_object() && messages.contains("messages")) {
     if (messages.contains("tools")) tools = messages["tools"];
     messages = nlohmann::ordered_json(messages["messages"]);
   }
-  if (!messages.is_array()) throw InputError("--messages " + c.messages_path + ": not a list of {role, content}");
+  if (!messages.is_array()) throw InputError("--messages " + path + ": not a list of {role, content}");
   if (!c.tools_path.empty()) tools = read_ordered_json("--tools", c.tools_path);
+  return data::render_chat(t, messages, c.add_generation_prompt, path, tools);
+}
+
+int run_chat_template(const DataCommands& c) {
   auto tok = data::load_hf_tokenizer(c.model_dir);
   std::shared_ptr<const data::ChatTemplate> own;
   const data::ChatTemplate* t = tok ? tok->chat_template() : (own = data::load_chat_template(c.model_dir)).get();
   if (!t) throw InputError("--model " + c.model_dir + ": no chat template (tokenizer_config.json or chat_template.jinja)");
-  std::string text = data::render_chat(*t, messages, c.add_generation_prompt, c.messages_path, tools);
-  if (!c.ids) {
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    return 0;
+  if (c.ids && !tok) throw InputError("--model " + c.model_dir + ": --ids needs tokenizer.json or tokenizer.model");
+  for (const auto& path : c.messages_paths) {
+    std::string text = render_file(*t, c, path);
+    if (c.ids) {
+      std::string line;
+      for (int32_t id : tok->encode_rendered(text)) line += (line.empty() ? "" : " ") + std::to_string(id);
+      std::printf("%s\n", line.c_str());
+    } else {
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      if (c.messages_paths.size() > 1) std::fputc('\0', stdout);  // a text never holds NUL: it separates them
+    }
   }
-  if (!tok) throw InputError("--model " + c.model_dir + ": --ids needs tokenizer.json or tokenizer.model");
-  std::string line;
-  for (int32_t id : tok->encode_rendered(text)) line += (line.empty() ? "" : " ") + std::to_string(id);
-  std::printf("%s\n", line.c_str());
   return 0;
 }
 
@@ -127,7 +136,9 @@ std::shared_ptr<DataCommands> add_data_commands(CLI::App& app) {
 
   c->chat = app.add_subcommand("chat-template", "render a chat with a model directory's chat template");
   c->chat->add_option("--model", c->model_dir, "the model (or tokenizer) directory")->required();
-  c->chat->add_option("--messages", c->messages_path, "a JSON list of {role, content}, or {messages, tools}")
+  c->chat->add_option("--messages", c->messages_paths,
+                      "JSON files, each a list of {role, content} or {messages, tools}; with several, each "
+                      "text (or id line) in turn, texts followed by a NUL byte")
       ->required();
   c->chat->add_option("--tools", c->tools_path, "a JSON list of tool schemas (the template's `tools`)");
   c->chat->add_flag("--add-generation-prompt", c->add_generation_prompt, "end with the assistant turn's opening");

@@ -35,8 +35,8 @@ std::string render(const std::string& text, const ojson& vars = ojson::object())
 
 TEST(ChatTemplate, ParseErrorsNameSourceLineAndColumn) {
   EXPECT_EQ(error_of([] { ChatTemplate("{% for m in messages %}\n  {{ m.content }\n{% endfor %}", "cfg.json: chat_template"); }),
-            "cfg.json: chat_template:2:17: expected '}}', found '}'");
-  EXPECT_EQ(error_of([] { ChatTemplate("ab\n{% if x %}yes", "t"); }), "t:2:15: missing '{% endif %}'");
+            "cfg.json: chat_template:2:16: unexpected '}'");
+  EXPECT_EQ(error_of([] { ChatTemplate("ab\n{% if x %}yes", "t"); }), "t:2:14: missing '{% endif %}'");
   EXPECT_EQ(error_of([] { ChatTemplate("{{ 'open }}", "t"); }), "t:1:4: the string literal is never closed");
   EXPECT_EQ(error_of([] { ChatTemplate("x {# never closed", "t"); }), "t:1:3: the comment is never closed ('#}' missing)");
 }
