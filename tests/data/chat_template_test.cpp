@@ -162,7 +162,7 @@ TEST_F(ChatDirTest, ModelTemplateTrainsOnlyAssistantTurns) {
                                               tok->encode_rendered("ciao</s>\n").size()) + 1;  // + the record's eos
   EXPECT_EQ(d.manifest["splits"]["train"]["trained_tokens"], want_trained);
 
-  write_config({{"eos_token", "</s>"}, {"chat_template", std::string(kTurns) + " "}});
+  write_config({{"eos_token", "</s>"}, {"chat_template", "{# v2: renders the same #}" + std::string(kTurns)}});
   auto changed = load_tokenizer_path((dir_ / "model").string());
   EXPECT_NE(prepare_dataset(cfg, *changed, {32, 7, true}).id, d.id) << "the template's hash is part of the dataset id";
 }
