@@ -485,7 +485,10 @@ struct Expr;
 using ExprP = std::shared_ptr<const Expr>;
 
 struct Expr {
-  enum class K { literal, name, list, dict, tuple, attr, item, slice, call, filter, test, neg, pos, binary, cond, and_, or_, not_, compare };
+  enum class K {
+    literal, name, list, dict, tuple, attr, item, slice, call, filter, test,
+    neg, pos, binary, cond, and_, or_, not_, compare
+  };
   K k;
   size_t pos = 0;
   ojson value;                // literal
