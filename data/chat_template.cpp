@@ -6,6 +6,7 @@
 // ns.attr, blocks), macro, generation; literals, lists, dicts, tuples, attribute/item access,
 // slices, calls, filters, tests, not/and/or, comparisons, in, ~, + - * / // % **, a if c else b.
 // Everything else (include, extends, call blocks, unknown filters/tests/methods) is an error naming it.
+// Known difference: tuples are lists here, so printing one whole shows ['a', 1] where Python shows ('a', 1).
 #include "data/chat_template.h"
 
 #include <algorithm>

@@ -76,6 +76,15 @@ TEST(ChatTemplate, WhitespaceControlMatchesTrimAndLstripBlocks) {
   EXPECT_EQ(render("x\n"), "x") << "Jinja2 drops one trailing newline (keep_trailing_newline off)";
 }
 
+TEST(ChatTemplate, TransformersGlobalsAndTags) {
+  ChatTemplate t("{% generation %}{{ tools is none }}{% endgeneration %}"
+                 "{% for i in range(5) %}{% if i == 1 %}{% continue %}{% endif %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}"
+                 "|{{ strftime_now('%Y') | length }}",
+                 "t");
+  EXPECT_EQ(render_chat(t, ojson::array(), false, "w"), "True02|4")
+      << "generation renders its body; loop controls; tools is none when not given; strftime_now";
+}
+
 class ChatDirTest : public ::testing::Test {
  protected:
   void SetUp() override {
