@@ -434,6 +434,7 @@ class Lexer {
     }
     Token t{is_float ? T::floating : T::integer, digits, 0, 0, pos};
     if (is_float) t.f = std::strtod(digits.c_str(), nullptr);
+    else if (digits.size() > 18) fail(pos, "integer literal too large");
     else t.i = std::stoll(digits);
     tokens_.push_back(t);
     return e;
@@ -460,8 +461,10 @@ class Lexer {
                                                   {'0', '\0'}, {'\n', 0}};
       if (x == 'x' || x == 'u' || x == 'U') {
         size_t len = x == 'x' ? 2 : x == 'u' ? 4 : 8;
-        if (e + len > src_.size()) fail(e, "truncated \\" + std::string(1, x) + " escape");
-        value += utf8(static_cast<uint32_t>(std::stoul(src_.substr(e, len), nullptr, 16)));
+        std::string hex = src_.substr(e, len);
+        if (hex.size() != len || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+          fail(e - 2, "a \\" + std::string(1, x) + " escape needs " + std::to_string(len) + " hex digits");
+        value += utf8(static_cast<uint32_t>(std::stoul(hex, nullptr, 16)));
         e += len;
       } else if (simple.count(x)) {
         if (x != '\n') value += simple.at(x);
@@ -1664,7 +1667,7 @@ class Renderer {
     while (true) {
       size_t dot = path.find('.', start);
       std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-      bool digits = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
+      bool digits = !part.empty() && part.size() <= 18 && std::all_of(part.begin(), part.end(), ::isdigit);
       v = digits ? get_item(v, Value::of(std::stoll(part)), pos) : get_attr(v, part, pos);
       if (dot == std::string::npos) return v;
       start = dot + 1;
@@ -1951,6 +1954,8 @@ std::string ChatTemplate::render(const ojson& vars, const std::string& where) co
     throw InputError(where + ": " + position(source_, root_->text, e.pos) + ": " + e.what());
   } catch (const Raised& e) {
     throw InputError(where + ": the chat template (" + source_ + ") raised: " + e.what());
+  } catch (const ojson::exception& e) {  // e.g. tojson of text that is not UTF-8
+    throw InputError(where + ": the chat template (" + source_ + ") failed: " + e.what());
   }
   return out;
 }
