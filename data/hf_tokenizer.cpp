@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "data/sentencepiece_tokenizer.h"
+#include "data/utf8.h"
 #include "trainer/digest.h"
 #include "trainer/errors.h"
 #include "trainer/hf_model.h"
@@ -33,21 +34,6 @@ const char* kSpace = "\xe2\x96\x81";
 
 // GPT-2's pre-tokenizer: contractions, letters, numbers, other symbols, whitespace runs.
 const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-std::string utf8_of(uint32_t cp) {
-  std::string s;
-  if (cp < 0x80) {
-    s += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    s += static_cast<char>(0xC0 | (cp >> 6));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    s += static_cast<char>(0xE0 | (cp >> 12));
-    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-  return s;
-}
 
 // Splits a UTF-8 string into its characters (invalid bytes become one-byte pieces).
 std::vector<std::string> utf8_chars(const std::string& s) {
@@ -69,7 +55,7 @@ std::array<std::string, 256> byte_to_unicode() {
   uint32_t next = 256;
   for (uint32_t b = 0; b < 256; ++b) {
     bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    table[b] = utf8_of(printable ? b : next++);
+    table[b] = utf8_encode(printable ? b : next++);
   }
   return table;
 }
@@ -170,6 +156,12 @@ class BpeTokenizer : public Tokenizer {
     }
     ids.insert(ids.end(), suffix_.begin(), suffix_.end());
     return ids;
+  }
+
+  std::vector<int32_t> encode_rendered(const std::string& text) const override {
+    std::vector<int32_t> ids = encode(text);
+    return std::vector<int32_t>(ids.begin() + static_cast<std::ptrdiff_t>(prefix_.size()),
+                                ids.end() - static_cast<std::ptrdiff_t>(suffix_.size()));
   }
 
   std::string decode(const std::vector<int32_t>& ids) const override {
@@ -546,9 +538,11 @@ std::unique_ptr<Tokenizer> load_bpe_files(const std::string& path, const Special
 
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
   fs::path json_path = fs::path(dir) / "tokenizer.json", sp_path = fs::path(dir) / "tokenizer.model";
-  if (fs::exists(json_path)) return tokenizer_json(json_path, read_config_beside(json_path), {});
-  if (fs::exists(sp_path)) return load_sentencepiece_model(sp_path.string(), {});
-  return nullptr;
+  std::unique_ptr<Tokenizer> tok;
+  if (fs::exists(json_path)) tok = tokenizer_json(json_path, read_config_beside(json_path), {});
+  else if (fs::exists(sp_path)) tok = load_sentencepiece_model(sp_path.string(), {});
+  if (tok) tok->attach_chat_template(dir);
+  return tok;
 }
 
 }  // namespace lmforge::data

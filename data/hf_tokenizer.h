@@ -1,7 +1,7 @@
 // data/hf_tokenizer.h -- BPE tokenizers from files: a Hugging Face tokenizer.json, byte-level
 // (GPT-2, Llama 3, Qwen2) or SentencePiece-style (Llama 2, Mistral), and GPT-2's vocab.json +
 // merges.txt (alias encoder.json + vocab.bpe). Not here: tokenizer.model (sentencepiece_tokenizer.h),
-// Unigram/WordPiece tokenizer.json, chat templates (Jinja); the byte tokenizer is in tokenizer.h.
+// Unigram/WordPiece tokenizer.json, chat templates (chat_template.h); the byte tokenizer is in tokenizer.h.
 #pragma once
 
 #include <memory>

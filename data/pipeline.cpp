@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "data/chat_template.h"
 #include "data/shards.h"
 #include "data/text_dataset.h"
 #include "data/tokenizer.h"
@@ -25,6 +26,7 @@ namespace fs = std::filesystem;
 namespace lmforge::data {
 
 static constexpr int kDatasetFormatVersion = 1;
+static const char* kModelTemplate = "model";  // template name: the tokenizer's own chat template
 
 static void read_source(config::Section& s, SourceConfig& c) {
   s.field("paths", c.paths, config::Need::required);
@@ -41,6 +43,8 @@ static void read_source(config::Section& s, SourceConfig& c) {
   if (c.template_name.empty()) c.template_name = c.format == "alpaca" ? "alpaca" : c.format == "chat" ? "chatml" : "";
   if (!c.template_name.empty() && c.format != "alpaca" && c.format != "chat")
     s.error("template", "templates apply to alpaca and chat sources, not " + c.format);
+  if (c.template_name == kModelTemplate && c.format != "chat")
+    s.error("template", "'model' (the tokenizer's chat template) applies to chat sources, not " + c.format);
 }
 
 void read_data_config(config::Section& s, DataConfig& c) {
@@ -58,9 +62,10 @@ void read_data_config(config::Section& s, DataConfig& c) {
     c.sources.back().key = "data.sources[" + std::to_string(i) + "].paths";
     read_source(item, c.sources.back());
     const auto& src = c.sources.back();
-    bool known = src.template_name.empty() || !builtin_template(src.template_name).name.empty();
+    bool known = src.template_name.empty() || src.template_name == kModelTemplate ||
+                 !builtin_template(src.template_name).name.empty();
     for (const auto& t : c.templates) known = known || t.name == src.template_name;
-    if (!known) item.error("template", "no template named '" + src.template_name + "' in data.templates or the built-ins (alpaca, chatml)");
+    if (!known) item.error("template", "no template named '" + src.template_name + "' in data.templates or the built-ins (alpaca, chatml, model)");
     item.finish();
   }
   s.field("train_on_prompt", c.train_on_prompt);
@@ -138,6 +143,7 @@ PromptTemplate find_template(const DataConfig& cfg, const std::string& name) {
 struct SourceReader {
   const DataConfig& cfg;
   std::map<std::string, int64_t>& dropped;
+  const ChatTemplate* chat = nullptr;  // the tokenizer's, for `template: model`
 
   // Runs `fn` on one record; a malformed one rethrows or, with on_error: skip, is counted.
   template <class Fn>
@@ -196,6 +202,49 @@ struct SourceReader {
     return r;
   }
 
+  // A chat record rendered by the model's chat template. Assistant turn i is trained: the text that
+  // messages[:i+1] adds to messages[:i] with the generation prompt. Every such rendering must be a
+  // prefix of the whole one, or the turns cannot be told apart.
+  Record from_chat_template(const SourceConfig& src, nlohmann::ordered_json j, const std::string& where) {
+    if (!j.is_object() || !j.contains(src.messages) || !j[src.messages].is_array() || j[src.messages].empty())
+      throw InputError(where + ": field '" + src.messages + "' is not a non-empty list of {role, content}");
+    nlohmann::ordered_json messages = j[src.messages], tools = j.contains("tools") ? j["tools"] : nullptr;
+    for (auto& m : messages) {
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
+        throw InputError(where + ": a message lacks a string 'role'");
+      if (cfg.normalize && m.contains("content") && m["content"].is_string())
+        m["content"] = normalize_text(m["content"].get<std::string>());
+    }
+    auto render = [&](size_t n, bool generation_prompt) {
+      nlohmann::ordered_json head(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(n));
+      return render_chat(*chat, head, generation_prompt, where, tools);
+    };
+    std::string whole = render(messages.size(), false);
+    Record r{where, {}, true};
+    size_t done = 0;
+    auto not_prefix = [&](const std::string& what, const std::string& part) {
+      size_t at = 0;
+      while (at < part.size() && at < whole.size() && part[at] == whole[at]) ++at;
+      return InputError(where + ": the chat template (" + chat->source() + ") renders " + what +
+                        " as text that is not a prefix of the whole conversation's, so the assistant turns "
+                        "cannot be marked for the loss (they differ at byte " + std::to_string(at) + ": " +
+                        nlohmann::json(part.substr(at, 24)).dump() + " vs " + nlohmann::json(whole.substr(at, 24)).dump() + ")");
+    };
+    for (size_t i = 0; i < messages.size(); ++i) {
+      if (messages[i]["role"] != "assistant") continue;
+      std::string before = render(i, true), upto = render(i + 1, false);
+      std::string turn = "messages[:" + std::to_string(i) + "]";
+      if (whole.compare(0, before.size(), before) != 0) throw not_prefix(turn + " with the generation prompt", before);
+      if (whole.compare(0, upto.size(), upto) != 0) throw not_prefix("messages[:" + std::to_string(i + 1) + "]", upto);
+      if (before.size() < done || upto.size() < before.size()) throw not_prefix(turn, before);
+      if (before.size() > done) r.segments.push_back({whole.substr(done, before.size() - done), cfg.train_on_prompt});
+      r.segments.push_back({whole.substr(before.size(), upto.size() - before.size()), true});
+      done = upto.size();
+    }
+    if (done < whole.size()) r.segments.push_back({whole.substr(done), cfg.train_on_prompt});
+    return r;
+  }
+
   void read(const SourceConfig& src, const std::string& file, const std::string& text, std::vector<Record>& out) {
     if (src.format == "text") {
       if (src.separator.empty()) {
@@ -236,13 +285,14 @@ struct SourceReader {
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
       guarded([&] {
         check_utf8(line, where);
-        nlohmann::json j;
         try {
-          j = nlohmann::json::parse(line);
+          if (src.template_name == kModelTemplate)  // keys keep their order: tojson prints them as written
+            out.push_back(from_chat_template(src, nlohmann::ordered_json::parse(line), where));
+          else
+            out.push_back(from_json(src, nlohmann::json::parse(line), where));
         } catch (const nlohmann::json::parse_error& e) {
           throw InputError(where + ": malformed JSON: " + std::string(e.what()));
         }
-        out.push_back(from_json(src, j, where));
       });
     }
   }
@@ -283,6 +333,20 @@ double seeded_unit(uint64_t seed, const std::string& salt, const std::string& he
   return static_cast<double>(std::stoull(h.substr(0, 13), nullptr, 16)) / static_cast<double>(1ULL << 52);
 }
 
+// The tokenizer's chat template when a source renders with it (null when none does); throws when
+// one does and the tokenizer has none.
+const ChatTemplate* model_template(const DataConfig& cfg, const Tokenizer* tokenizer) {
+  for (const auto& s : cfg.sources) {
+    if (s.template_name != kModelTemplate) continue;
+    const ChatTemplate* t = tokenizer ? tokenizer->chat_template() : nullptr;
+    if (!t)
+      throw InputError(s.key.substr(0, s.key.rfind('.')) + ".template: 'model' needs the tokenizer's chat template "
+                       "(tokenizer_config.json chat_template or chat_template.jinja beside the tokenizer files)");
+    return t;
+  }
+  return nullptr;
+}
+
 std::string length_bucket(size_t n) {
   size_t top = 16;
   while (top < n) top *= 2;
@@ -291,9 +355,9 @@ std::string length_bucket(size_t n) {
 
 }  // namespace
 
-std::vector<Record> read_records(const DataConfig& cfg, int64_t limit) {
+std::vector<Record> read_records(const DataConfig& cfg, int64_t limit, const Tokenizer* tokenizer) {
   std::map<std::string, int64_t> dropped;
-  SourceReader reader{cfg, dropped};
+  SourceReader reader{cfg, dropped, model_template(cfg, tokenizer)};
   std::vector<Record> records;
   for (const auto& f : read_inputs(cfg)) {
     reader.read(cfg.sources[f.source], f.path, f.text, records);
@@ -309,7 +373,8 @@ PreparedDataset prepare_dataset(const DataConfig& cfg, const Tokenizer& tokenize
   nlohmann::json templates = nlohmann::json::object();
   for (const auto& s : cfg.sources) {
     if (s.template_name.empty()) continue;
-    templates[s.template_name] = find_template(cfg, s.template_name).version();
+    templates[s.template_name] = s.template_name == kModelTemplate ? model_template(cfg, &tokenizer)->version()
+                                                                    : find_template(cfg, s.template_name).version();
   }
   nlohmann::json identity = {{"format_version", kDatasetFormatVersion}, {"tokenizer", tokenizer.fingerprint()},
                              {"vocab_size", tokenizer.vocab_size()}, {"seq_len", opt.seq_len}, {"seed", opt.seed},
@@ -334,7 +399,7 @@ PreparedDataset prepare_dataset(const DataConfig& cfg, const Tokenizer& tokenize
   std::map<std::string, int64_t> dropped{{"empty", 0}, {"too_short", 0}, {"too_long", 0}, {"duplicate", 0},
                                          {"malformed", 0}, {"no_trained_tokens", 0}};
   std::map<std::string, int64_t> histogram;
-  SourceReader reader{cfg, dropped};
+  SourceReader reader{cfg, dropped, model_template(cfg, &tokenizer)};
   std::set<std::string> seen;
   struct Doc {
     std::vector<int32_t> ids;
@@ -350,7 +415,7 @@ PreparedDataset prepare_dataset(const DataConfig& cfg, const Tokenizer& tokenize
       ++records_read;
       std::string content;
       for (auto& seg : r.segments) {
-        if (cfg.normalize) seg.text = normalize_text(seg.text);
+        if (cfg.normalize && !r.rendered) seg.text = normalize_text(seg.text);  // rendered: contents already were
         content += (seg.trained ? "\x01" : "\x02") + seg.text;
       }
       std::string hash = sha256_hex(content);
@@ -361,7 +426,7 @@ PreparedDataset prepare_dataset(const DataConfig& cfg, const Tokenizer& tokenize
       Doc d;
       bool any_trained = false;
       for (const auto& seg : r.segments) {
-        auto ids = tokenizer.encode(seg.text);
+        auto ids = r.rendered ? tokenizer.encode_rendered(seg.text) : tokenizer.encode(seg.text);
         d.ids.insert(d.ids.end(), ids.begin(), ids.end());
         d.mask.insert(d.mask.end(), ids.size(), seg.trained ? 1 : 0);
         any_trained = any_trained || (seg.trained && !ids.empty());

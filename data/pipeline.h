@@ -26,7 +26,8 @@ struct SourceConfig {
   std::string field = "text";       // jsonl: the field holding the document
   std::string instruction = "instruction", input = "input", output = "output";  // alpaca: field names
   std::string messages = "messages";  // chat: the list of {role, content}
-  std::string template_name;        // alpaca: default "alpaca"; chat: default "chatml" (built-ins)
+  std::string template_name;        // alpaca: default "alpaca"; chat: default "chatml" (built-ins); chat:
+                                    // "model" renders with the tokenizer's chat template (chat_template.h)
   double weight = 1.0;              // documents repeated floor(w) times, plus once more with probability frac(w)
   std::string split = "auto";       // auto: data.eval_fraction decides per document | train | eval
   std::string key;                  // the config key named in errors about the paths
@@ -76,8 +77,10 @@ struct Segment {
 struct Record {
   std::string where;  // file:line
   std::vector<Segment> segments;
+  bool rendered = false;  // by a chat template, which writes its own bos/eos: Tokenizer::encode_rendered
 };
 // The records of every source in order (errors as prepare_dataset; skipped records are dropped).
-std::vector<Record> read_records(const DataConfig& cfg, int64_t limit);
+// `tokenizer` gives the chat template of sources with `template: model`.
+std::vector<Record> read_records(const DataConfig& cfg, int64_t limit, const Tokenizer* tokenizer = nullptr);
 
 }  // namespace lmforge::data

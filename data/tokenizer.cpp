@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "data/chat_template.h"
 #include "data/hf_tokenizer.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "trainer/config_reader.h"
@@ -60,6 +61,12 @@ bool is_sentencepiece_path(const fs::path& p) {
   return p.extension() == ".model";
 }
 
+// The chat template in the tokenizer's directory (or beside its file), if any.
+std::unique_ptr<Tokenizer> with_chat_template(std::unique_ptr<Tokenizer> tok, const fs::path& path) {
+  tok->attach_chat_template((fs::is_directory(path) ? path : path.parent_path()).string());
+  return tok;
+}
+
 }  // namespace
 
 TokenizerConfig tokenizer_of_model_dir(const std::string& dir) {
@@ -73,13 +80,26 @@ TokenizerConfig tokenizer_of_model_dir(const std::string& dir) {
   return c;
 }
 
+const ChatTemplate* Tokenizer::chat_template() const {
+  if (!chat_template_error_.empty()) throw InputError(chat_template_error_);
+  return chat_template_.get();
+}
+
+void Tokenizer::attach_chat_template(const std::string& dir) {
+  try {
+    chat_template_ = load_chat_template(dir);
+  } catch (const InputError& e) {
+    chat_template_error_ = e.what();
+  }
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer_path(const std::string& path, const SpecialTokens& special) {
   if (!fs::exists(path)) throw InputError(path + ": no such tokenizer file or directory");
   if (is_sentencepiece_path(path)) {
     fs::path model = fs::is_directory(path) ? fs::path(path) / "tokenizer.model" : fs::path(path);
-    return load_sentencepiece_model(model.string(), special);
+    return with_chat_template(load_sentencepiece_model(model.string(), special), path);
   }
-  return load_bpe_files(path, special);
+  return with_chat_template(load_bpe_files(path, special), path);
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& cfg) {
@@ -91,6 +111,7 @@ std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& cfg) {
   } else {
     tok = load_bpe_files(cfg.path, cfg.special);
   }
+  tok = with_chat_template(std::move(tok), cfg.path);
   if (tok->eos_id() < 0)
     throw InputError("tokenizer.eos: " + cfg.path + " names no end-of-sequence token; set tokenizer.eos to one");
   return tok;

@@ -13,6 +13,8 @@ class Section;
 
 namespace lmforge::data {
 
+class ChatTemplate;
+
 // Special tokens named by their text; an empty one is taken from the tokenizer files.
 struct SpecialTokens {
   std::string bos, eos, pad;
@@ -47,6 +49,18 @@ class Tokenizer {
   virtual std::string piece(int32_t id) const = 0;
   // Names the tokenizer and its version; part of every token cache key.
   virtual std::string fingerprint() const = 0;
+  // Text a chat template rendered: it writes bos/eos itself, so no post-processor ids are added.
+  virtual std::vector<int32_t> encode_rendered(const std::string& text) const { return encode(text); }
+
+  // The chat template beside the tokenizer files (data/chat_template.h); null when there is none.
+  // One that does not parse throws its InputError here, where it is used, not when the tokenizer loads.
+  const ChatTemplate* chat_template() const;
+  // Reads `dir`'s chat template (tokenizer_config.json or chat_template.jinja), if any.
+  void attach_chat_template(const std::string& dir);
+
+ private:
+  std::shared_ptr<const ChatTemplate> chat_template_;
+  std::string chat_template_error_;
 };
 
 // Bytes 0..255 are ids 0..255; bos = 256, eos = 257.

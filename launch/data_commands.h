@@ -1,4 +1,5 @@
-// launch/data_commands.h -- the data sub-commands: `tokenize` (text -> ids and pieces).
+// launch/data_commands.h -- the data sub-commands: `tokenize` (text -> ids and pieces) and
+// `chat-template` (messages -> a model's chat template's text or ids).
 // main.cpp registers them and dispatches; the tokenizers are in data/.
 #pragma once
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "data/chat_template.h"
 #include "experiments/runs.h"
 #include "parallel/launcher.h"
 #include "trainer/errors.h"
@@ -20,7 +21,7 @@ struct HfCommands {
   CLI::App* score = nullptr;
   CLI::App* generate = nullptr;
   CLI::App* export_cmd = nullptr;
-  std::string model_dir, adapter_dir, ids, text, prompt, prompt_ids, out_dir, dtype = "fp32";
+  std::string model_dir, adapter_dir, ids, text, prompt, prompt_ids, chat, out_dir, dtype = "fp32";
   std::string format = "hf";  // hf: the model as it is | peft: a LoRA run's adapter | hf-merged
   trainer::SamplingConfig sampling;
   bool json = false, no_cache = false, ignore_eos = false;
@@ -82,10 +83,22 @@ int run_score(const HfCommands& c) {
   return 0;
 }
 
+// --chat: one user turn rendered with the model's chat template, ending in the assistant's opening.
+std::vector<int64_t> chat_prompt(const trainer::LoadedModel& m, const std::string& user_text, const std::string& dir) {
+  if (!m.tokenizer || !m.tokenizer->chat_template())
+    throw InputError(dir + ": --chat needs a chat template (tokenizer_config.json or chat_template.jinja)");
+  nlohmann::ordered_json messages = {{{"role", "user"}, {"content", user_text}}};
+  std::string text = data::render_chat(*m.tokenizer->chat_template(), messages, true, "--chat");
+  std::vector<int64_t> ids;
+  for (int32_t id : m.tokenizer->encode_rendered(text)) ids.push_back(id);
+  return ids;
+}
+
 int run_generate(const HfCommands& c) {
   trainer::LoadedModel m = open_model(c);
-  std::vector<int64_t> prompt =
-      c.prompt_ids.empty() ? tokenize(m, c.prompt, c.model_dir) : parse_ids(c.prompt_ids, "--prompt-ids");
+  std::vector<int64_t> prompt = !c.chat.empty()         ? chat_prompt(m, c.chat, c.model_dir)
+                                : c.prompt_ids.empty() ? tokenize(m, c.prompt, c.model_dir)
+                                                       : parse_ids(c.prompt_ids, "--prompt-ids");
   trainer::SamplingConfig s = c.sampling;
   s.use_cache = !c.no_cache;
   if (!c.ignore_eos) s.stop_ids = m.config.eos_token_ids;
@@ -178,9 +191,12 @@ std::shared_ptr<HfCommands> add_hf_commands(CLI::App& app) {
   g->add_option("--adapter", c->adapter_dir, "PEFT adapter directory applied to --model");
   auto* prompt = g->add_option("--prompt", c->prompt, "prompt text");
   auto* prompt_ids = g->add_option("--prompt-ids", c->prompt_ids, "comma-separated prompt token ids");
+  auto* chat = g->add_option("--chat", c->chat, "a user message, rendered with the model's chat template");
   prompt->excludes(prompt_ids);
-  g->callback([prompt, prompt_ids] {
-    if (prompt->count() + prompt_ids->count() == 0) throw CLI::RequiredError("--prompt or --prompt-ids");
+  chat->excludes(prompt)->excludes(prompt_ids);
+  g->callback([prompt, prompt_ids, chat] {
+    if (prompt->count() + prompt_ids->count() + chat->count() == 0)
+      throw CLI::RequiredError("--prompt, --prompt-ids or --chat");
   });
   g->add_option("--max-new-tokens", c->sampling.max_new_tokens, "tokens to generate")->check(CLI::Range(0, 1 << 20));
   g->add_option("--temperature", c->sampling.temperature, "0: greedy; > 0: sample from softmax(logits / T)")

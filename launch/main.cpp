@@ -369,7 +369,7 @@ int data_prepare_command(const std::string& path, const std::vector<std::string>
 int data_inspect_command(const std::string& path, const std::vector<std::string>& sets, int64_t index) {
   Config cfg = load_config(path, sets);
   auto tokenizer = training_tokenizer(cfg);
-  auto records = data::read_records(cfg.data, index + 1);
+  auto records = data::read_records(cfg.data, index + 1, tokenizer.get());
   if (index >= static_cast<int64_t>(records.size()))
     throw InputError("data inspect: --record " + std::to_string(index) + " but the sources hold " +
                      std::to_string(records.size()) + " records");
@@ -380,7 +380,7 @@ int data_inspect_command(const std::string& path, const std::vector<std::string>
   }
   std::cout << "--- tokens: id, loss, text ---\n";
   for (const auto& seg : r.segments) {
-    for (int32_t id : tokenizer->encode(seg.text)) {
+    for (int32_t id : r.rendered ? tokenizer->encode_rendered(seg.text) : tokenizer->encode(seg.text)) {
       nlohmann::json piece = tokenizer->decode({id});
       std::cout << id << "\t" << (seg.trained ? "1" : "0") << "\t" << piece.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }

@@ -15,6 +15,7 @@ packages=(
   sentencepiece                         # spm_train/spm_encode: what tokenizer.model support is checked against
   fortunes fortunes-min                 # the English corpus the quickstart and CI train on
   python3-torch                         # the Python baseline in experiments/bench
+  python3-jinja2                        # the reference chat templates are checked against
   slurmctld slurmd slurm-client munge   # the local Slurm cluster tests/launch/slurm_test.sh starts
 )
 

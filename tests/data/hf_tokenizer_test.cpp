@@ -68,6 +68,8 @@ TEST_F(HfTokenizerTest, SpecialTokensSplitTheTextTemplatesAddThemAndDecodeSkipsT
   write("tokenizer_config.json", {{"bos_token", "<s>"}, {"eos_token", {{"content", "<|eot|>"}}}});
   auto tok = data::load_hf_tokenizer(dir_.string());
   EXPECT_EQ(tok->encode("hello<|eot|> world"), (std::vector<int32_t>{21, 11, 20, 14, 2, 7}));
+  EXPECT_EQ(tok->encode_rendered("<s>hello<|eot|>"), (std::vector<int32_t>{21, 11, 20}))
+      << "a chat template's text writes its own <s>: the post-processor adds no second one";
   EXPECT_EQ(tok->decode({21, 11, 20, 14, 2, 7}), "hello world");
   EXPECT_EQ(tok->bos_id(), 21);
   EXPECT_EQ(tok->eos_id(), 20);
