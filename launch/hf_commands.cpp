@@ -162,7 +162,7 @@ int run_export(const HfCommands& c) {
   }
   // Exported from a run: the card carries the run's lineage (from the run directory itself, or
   // from the run an `export/` directory sits in).
-  for (const std::string run : {c.model_dir, c.model_dir + "/.."})
+  for (const std::string& run : {c.model_dir, c.model_dir + "/.."})
     if (std::filesystem::exists(run + "/meta.json")) {
       experiments::write_model_card(run, c.out_dir);
       break;
