@@ -92,7 +92,7 @@ class ChatDirTest : public ::testing::Test {
                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "model");
-    fs::copy_file("tests/fixtures/sentencepiece/bpe.model", dir_ / "model" / "tokenizer.model");
+    fs::copy_file(std::string(LMFORGE_SOURCE_DIR) + "/tests/fixtures/sentencepiece/bpe.model", dir_ / "model" / "tokenizer.model");
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::string write(const std::string& name, const std::string& text) {
