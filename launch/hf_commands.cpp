@@ -53,7 +53,9 @@ std::vector<int64_t> parse_ids(const std::string& list, const std::string& optio
 
 std::vector<int64_t> tokenize(const trainer::LoadedModel& m, const std::string& text, const std::string& dir) {
   if (!m.tokenizer)
-    throw InputError(dir + ": no tokenizer lmforge can read in this directory; pass token ids instead");
+    throw InputError(m.tokenizer_error.empty()
+                         ? dir + ": no tokenizer lmforge can read in this directory; pass token ids instead"
+                         : m.tokenizer_error + " (token ids still work)");
   std::vector<int64_t> ids;
   for (int32_t id : m.tokenizer->encode(text)) ids.push_back(id);
   return ids;

@@ -128,7 +128,11 @@ LoadedModel open_model_dir(const std::string& dir) {
   }
   if (!hf_dir.empty()) {
     out.model = load_hf_model(hf_dir, &out.config);
-    out.tokenizer = data::load_hf_tokenizer(hf_dir);
+    try {  // a tokenizer lmforge cannot read must not stop scoring or generating from token ids
+      out.tokenizer = data::load_hf_tokenizer(hf_dir);
+    } catch (const InputError& e) {
+      out.tokenizer_error = e.what();
+    }
     if (out.tokenizer && out.config.eos_token_ids.empty() && out.tokenizer->eos_id() >= 0)
       out.config.eos_token_ids = {out.tokenizer->eos_id()};
     out.kind = "hf";

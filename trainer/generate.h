@@ -51,6 +51,8 @@ struct LoadedModel {
   CausalLM model;
   ModelConfig config;
   std::unique_ptr<data::Tokenizer> tokenizer;  // null when the directory has none lmforge reads
+  std::string tokenizer_error;                 // why an HF directory's tokenizer files could not be read:
+                                               // token ids still work, text reports this
   std::string kind;                            // "hf" or "run"
 };
 

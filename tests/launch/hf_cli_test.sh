@@ -95,6 +95,12 @@ expect_exit 2 "--ids or --text" "$bin" score --model "$fixtures/gpt2"
 expect_exit 2 "'x' is not a token id" "$bin" score --model "$fixtures/gpt2" --ids 1,x
 expect_exit 2 "outside the vocabulary" "$bin" score --model "$fixtures/gpt2" --ids 1,999
 expect_exit 2 "no tokenizer lmforge can read" "$bin" generate --model "$fixtures/gpt2" --prompt "hi"
+# Tokenizer files lmforge cannot read: token ids still score; text names the file and the reason.
+cp -r "$fixtures/llama_gqa" "$tmp/unigram"
+echo '{"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}' >"$tmp/unigram/tokenizer.json"
+"$bin" score --model "$tmp/unigram" --ids 1,5,9 >/dev/null || fail "ids with an unreadable tokenizer exited $?"
+expect_exit 2 "unigram/tokenizer.json: a Unigram tokenizer is not supported (BPE is) (token ids still work)" \
+  "$bin" score --model "$tmp/unigram" --text "hi"
 expect_exit 2 "needs 41 positions; the model has 32 learned positions" "$bin" generate --model "$fixtures/gpt2" --prompt-ids 1 --max-new-tokens 40
 expect_exit 2 "neither an HF model directory" "$bin" score --model "$tmp" --ids 1,2
 
