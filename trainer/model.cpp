@@ -185,16 +185,22 @@ RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t length) {
   return {inv_freq, 1.0};
 }
 
-torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, const torch::Tensor& inv_freq,
-                         double attention_factor) {
-  auto freqs = position_ids.to(torch::kFloat).unsqueeze(-1) * inv_freq.to(x.device());  // (B, T, D/2)
-  auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                              // (B, 1, T, D)
-  auto cos = emb.cos() * attention_factor, sin = emb.sin() * attention_factor;
-  return (x * cos.to(x.dtype())) + (rotate_half(x) * sin.to(x.dtype()));
+// cos and sin (B, 1, T, D) of positions (B, T), scaled by the attention factor.
+struct RotaryAngles {
+  torch::Tensor cos, sin;
+};
+static RotaryAngles rotary_angles(const torch::Tensor& position_ids, const RopeFrequencies& rope) {
+  auto freqs = position_ids.to(torch::kFloat).unsqueeze(-1) * rope.inv_freq.to(position_ids.device());  // (B, T, D/2)
+  auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);  // (B, 1, T, D)
+  return {emb.cos() * rope.attention_factor, emb.sin() * rope.attention_factor};
+}
+
+static torch::Tensor rotate(const torch::Tensor& x, const RotaryAngles& a) {  // x (B, H, T, D)
+  return x * a.cos.to(x.dtype()) + rotate_half(x) * a.sin.to(x.dtype());
 }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, double theta) {
-  return apply_rope(x, position_ids, default_inv_freq(x.size(-1), theta));
+  return rotate(x, rotary_angles(position_ids, {default_inv_freq(x.size(-1), theta), 1.0}));
 }
 
 // Causal attention over (B, H, T, D) with k/v already expanded to H heads. `allowed` (B, 1, T, T)
@@ -231,10 +237,10 @@ static torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tenso
                                       KVCache& cache, size_t layer, int64_t window = 0) {
   int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3), hkv = k.size(1);
   int64_t past = cache.length, total = past + t;
-  TORCH_CHECK(total <= cache.capacity(), "KV cache holds ", cache.capacity(), " positions; ", total, " needed");
-  if (past == 0 && cache.keys[layer].size(1) != hkv) {  // the layer holds a share of the heads (tensor parallel)
-    cache.keys[layer] = cache.keys[layer].narrow(1, 0, hkv).clone();
-    cache.values[layer] = cache.values[layer].narrow(1, 0, hkv).clone();
+  TORCH_CHECK(total <= cache.capacity, "KV cache holds ", cache.capacity, " positions; ", total, " needed");
+  if (!cache.keys[layer].defined()) {  // first use: as many heads as this layer's k has
+    cache.keys[layer] = torch::zeros({b, hkv, cache.capacity, d}, k.options());
+    cache.values[layer] = torch::zeros({b, hkv, cache.capacity, d}, v.options());
   }
   cache.keys[layer].narrow(2, past, t).copy_(k);
   cache.values[layer].narrow(2, past, t).copy_(v);
@@ -252,15 +258,12 @@ static torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tenso
   return y.view({b, h, t, d});
 }
 
-static KVCache empty_cache(const torch::nn::Module& model, int64_t layers, int64_t batch, int64_t kv_heads,
-                           int64_t head_dim, int64_t capacity) {
-  auto options = model.parameters().front().options().requires_grad(false);
+static KVCache empty_cache(const torch::nn::Module& model, int64_t layers, int64_t batch, int64_t capacity) {
   KVCache cache;
-  for (int64_t i = 0; i < layers; ++i) {
-    cache.keys.push_back(torch::zeros({batch, kv_heads, capacity, head_dim}, options));
-    cache.values.push_back(torch::zeros({batch, kv_heads, capacity, head_dim}, options));
-  }
-  cache.tokens = torch::zeros({batch, capacity}, options.dtype(torch::kLong));
+  cache.keys.resize(static_cast<size_t>(layers));
+  cache.values.resize(static_cast<size_t>(layers));
+  cache.capacity = capacity;
+  cache.tokens = torch::zeros({batch, capacity}, torch::dtype(torch::kLong).device(model.parameters().front().device()));
   return cache;
 }
 
@@ -359,7 +362,7 @@ TORCH_MODULE(RMSNorm);
 
 // What every attention layer needs for one forward pass, computed once per pass.
 struct AttentionInputs {
-  torch::Tensor cos, sin;         // (B, 1, T, D) rotary angles, scaled by the RoPE attention factor
+  RotaryAngles angles;
   torch::Tensor allowed;          // (B|1, 1, T, T) bool, or undefined: plain causal attention
   torch::Tensor allowed_window;   // the same within the sliding window (sliding layers only)
 };
@@ -388,8 +391,8 @@ struct LlamaAttentionImpl : LayerHost {
     auto k = k_proj->forward(x).view({b, t, -1, head_dim}).transpose(1, 2);  // (B, Hkv, T, D)
     auto v = v_proj->forward(x).view({b, t, -1, head_dim}).transpose(1, 2);
     int64_t n_heads = q.size(1), n_kv_heads = k.size(1);
-    q = q * in.cos.to(q.dtype()) + rotate_half(q) * in.sin.to(q.dtype());
-    k = k * in.cos.to(k.dtype()) + rotate_half(k) * in.sin.to(k.dtype());
+    q = rotate(q, in.angles);
+    k = rotate(k, in.angles);
     torch::Tensor y;  // (B, H, T, D)
     if (cache) {
       y = cached_attention(q, k, v, *cache, layer, window);
@@ -471,7 +474,7 @@ class LlamaForCausalLM : public CausalLMImpl {
     return lm_head->forward(model->forward(tokens, in));
   }
   KVCache make_cache(int64_t batch, int64_t capacity) const override {
-    return empty_cache(*this, cfg_.n_layers, batch, cfg_.kv_heads(), cfg_.head_dim(), capacity);
+    return empty_cache(*this, cfg_.n_layers, batch, capacity);
   }
   torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) override {
     int64_t past = cache.length, t = tokens.size(1), total = past + t;
@@ -496,9 +499,7 @@ class LlamaForCausalLM : public CausalLMImpl {
   // pos (B, T); allowed (B, 1, T, T) or undefined.
   AttentionInputs attention_inputs(const torch::Tensor& pos, torch::Tensor allowed) const {
     auto rope = fixed_rope_.inv_freq.defined() ? fixed_rope_ : rope_frequencies(cfg_, pos.max().item<int64_t>() + 1);
-    auto freqs = pos.to(torch::kFloat).unsqueeze(-1) * rope.inv_freq.to(pos.device());  // (B, T, D/2)
-    auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                            // (B, 1, T, D)
-    AttentionInputs in{emb.cos() * rope.attention_factor, emb.sin() * rope.attention_factor, allowed, {}};
+    AttentionInputs in{rotary_angles(pos, rope), allowed, {}};
     if (cfg_.sliding_window > 0 && pos.size(1) > cfg_.sliding_window) {
       auto window = visible_keys(pos.size(1), 0, cfg_.sliding_window, pos.device()).view({1, 1, pos.size(1), -1});
       in.allowed_window = allowed.defined() ? allowed.logical_and(window) : window;
@@ -600,7 +601,7 @@ class GPT2LMHeadModel : public CausalLMImpl {
     return lm_head->forward(transformer->forward(tokens, pos, allowed_attention(segments)));
   }
   KVCache make_cache(int64_t batch, int64_t capacity) const override {
-    return empty_cache(*this, cfg_.n_layers, batch, cfg_.n_heads, cfg_.head_dim(), capacity);
+    return empty_cache(*this, cfg_.n_layers, batch, capacity);
   }
   torch::Tensor forward_cached(const torch::Tensor& tokens, KVCache& cache) override {
     check_length(cache.length + tokens.size(1));

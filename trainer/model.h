@@ -68,11 +68,13 @@ void read_model_config(config::Section& s, ModelConfig& c);
 
 // Keys and values of every layer for the positions already run: incremental decoding.
 struct KVCache {
-  std::vector<torch::Tensor> keys, values;  // [layer] (B, Hkv, capacity, D), filled up to `length`
+  std::vector<torch::Tensor> keys, values;  // [layer] (B, Hkv, capacity, D), filled up to `length`;
+                                            // allocated at the layer's first use with its own head
+                                            // count (a tensor-parallel rank holds a share of them)
   torch::Tensor tokens;                     // (B, capacity) the ids run so far: a RoPE that varies with
                                             // the length re-runs them when its frequencies change
   int64_t length = 0;                       // positions already in the cache
-  int64_t capacity() const { return keys.empty() ? 0 : keys[0].size(2); }
+  int64_t capacity = 0;                     // positions it can hold
 };
 
 // A layer the model calls with one tensor: the seam where LoRA (trainer/lora) and tensor
@@ -155,10 +157,6 @@ torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& t
 // Llama's rotary embedding in the Hugging Face rotate-half layout.
 // x (B, H, T, D), position_ids (B, T) -> (B, H, T, D)
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, double theta);
-// Same with explicit inverse frequencies (D/2), e.g. from rope_frequencies(); cos and sin are
-// multiplied by `attention_factor` (yarn, longrope).
-torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, const torch::Tensor& inv_freq,
-                         double attention_factor = 1.0);
 
 struct RopeFrequencies {
   torch::Tensor inv_freq;         // (D/2) fp32
