@@ -22,9 +22,10 @@
 #include <sstream>
 #include <vector>
 
+#include "core/files.h"
 #include "data/utf8.h"
-#include "trainer/digest.h"
-#include "trainer/errors.h"
+#include "core/digest.h"
+#include "core/errors.h"
 
 namespace lmforge::data {
 
@@ -1979,13 +1980,7 @@ ojson read_ordered_json(const fs::path& path) {
   }
 }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path.string() + ": cannot be read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string read_text(const fs::path& path) { return read_file(path.string(), path.string() + ": cannot be read"); }
 
 // A special token as tokenizer_config.json spells it: a string or an AddedToken {"content": ...}.
 ojson token_text(const ojson& t) {

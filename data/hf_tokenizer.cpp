@@ -16,11 +16,11 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "core/files.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "data/utf8.h"
-#include "trainer/digest.h"
-#include "trainer/errors.h"
-#include "trainer/hf_model.h"
+#include "core/digest.h"
+#include "core/errors.h"
 
 namespace lmforge::data {
 
@@ -461,7 +461,7 @@ namespace {
 
 json read_config_beside(const fs::path& file) {
   fs::path config_path = file.parent_path() / "tokenizer_config.json";
-  return fs::exists(config_path) ? trainer::read_json_file(config_path.string()) : json::object();
+  return fs::exists(config_path) ? read_json_file(config_path.string()) : json::object();
 }
 
 // `special` (from lmforge's config) over the files' tokenizer_config.json; also returns a short
@@ -479,7 +479,7 @@ std::string apply_special_tokens(json& config, const SpecialTokens& special) {
 }
 
 std::unique_ptr<Tokenizer> tokenizer_json(const fs::path& json_path, json config, const SpecialTokens& special) {
-  json j = trainer::read_json_file(json_path.string());
+  json j = read_json_file(json_path.string());
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
     throw InputError(json_path.string() + ": no \"model\" object");
   std::string type = j["model"].value("type", "BPE");
@@ -494,7 +494,7 @@ std::unique_ptr<Tokenizer> gpt2_files(const fs::path& vocab_path, const fs::path
                                       const SpecialTokens& special) {
   if (!fs::exists(merges_path))
     throw InputError(merges_path.string() + ": missing; " + vocab_path.filename().string() + " needs it beside it");
-  json vocab = trainer::read_json_file(vocab_path.string());
+  json vocab = read_json_file(vocab_path.string());
   if (!vocab.is_object()) throw InputError(vocab_path.string() + ": not a {token: id} object");
   json merges = json::array();
   std::ifstream in(merges_path);

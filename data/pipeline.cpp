@@ -16,10 +16,10 @@
 #include "data/shards.h"
 #include "data/text_dataset.h"
 #include "data/tokenizer.h"
-#include "trainer/config_reader.h"
-#include "trainer/digest.h"
-#include "trainer/errors.h"
-#include "trainer/log.h"
+#include "core/config_reader.h"
+#include "core/digest.h"
+#include "core/errors.h"
+#include "core/log.h"
 
 namespace fs = std::filesystem;
 

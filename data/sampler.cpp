@@ -7,7 +7,7 @@
 #include <random>
 
 #include "data/shards.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace lmforge::data {
 

@@ -21,8 +21,9 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "trainer/digest.h"
-#include "trainer/errors.h"
+#include "core/digest.h"
+#include "core/errors.h"
+#include "core/files.h"
 
 namespace lmforge::data {
 
@@ -152,10 +153,7 @@ struct Piece {
 class SentencePieceTokenizer : public Tokenizer {
  public:
   SentencePieceTokenizer(const std::string& path, const SpecialTokens& special) : path_(path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw InputError(path + ": cannot read");
-    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    read_model(data);
+    read_model(read_file(path, path + ": cannot read"));
     apply_special(special);
     fingerprint_ = "sp-" + sha256_file(path).substr(0, 16) + special_suffix_;
   }

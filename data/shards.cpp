@@ -11,8 +11,8 @@
 #include <map>
 #include <mutex>
 
-#include "trainer/digest.h"
-#include "trainer/errors.h"
+#include "core/digest.h"
+#include "core/errors.h"
 
 namespace fs = std::filesystem;
 

@@ -4,9 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "trainer/config_reader.h"
-#include "trainer/digest.h"
-#include "trainer/errors.h"
+#include "core/config_reader.h"
+#include "core/digest.h"
+#include "core/errors.h"
 
 namespace lmforge::data {
 

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace fs = std::filesystem;
 

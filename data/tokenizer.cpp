@@ -7,8 +7,8 @@
 #include "data/chat_template.h"
 #include "data/hf_tokenizer.h"
 #include "data/sentencepiece_tokenizer.h"
-#include "trainer/config_reader.h"
-#include "trainer/errors.h"
+#include "core/config_reader.h"
+#include "core/errors.h"
 
 namespace lmforge::data {
 

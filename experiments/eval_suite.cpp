@@ -12,13 +12,14 @@
 #include <sstream>
 #include <yaml-cpp/yaml.h>
 
+#include "core/files.h"
 #include "data/template.h"
 #include "data/tokenizer.h"
 #include "experiments/run_record.h"
 #include "parallel/comm.h"
-#include "trainer/config_reader.h"
-#include "trainer/digest.h"
-#include "trainer/errors.h"
+#include "core/config_reader.h"
+#include "core/digest.h"
+#include "core/errors.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -131,13 +132,7 @@ std::vector<Example> read_jsonl(const std::string& path, int64_t max_examples) {
   return out;
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path + ": cannot read the eval data file");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string read_text_file(const std::string& path) { return read_file(path, path + ": cannot read the eval data file"); }
 
 std::vector<int64_t> encode(const data::Tokenizer& tokenizer, const std::string& text) {
   std::vector<int64_t> ids;

@@ -13,9 +13,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/files.h"
 #include "experiments/run_record.h"
 #include "experiments/runs.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -50,13 +51,6 @@ std::string format(double v, const char* fmt = "%.4g") {
   return buf;
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 struct Bounds {
   double x0 = 0, x1 = 1, y0 = 0, y1 = 1;
   double px(double x) const { return kLeft + (x - x0) / (x1 - x0) * (kWidth - kLeft - kRight); }
@@ -87,9 +81,9 @@ struct Run {
 Run read_run(const std::string& dir) {
   Run r;
   r.dir = dir;
-  r.meta = json::parse(read_text(fs::path(dir) / "meta.json"), nullptr, false);
+  r.meta = json::parse(read_file_or_empty(fs::path(fs::path(dir) / "meta.json").string()), nullptr, false);
   if (r.meta.is_discarded() || !r.meta.is_object()) throw InputError(dir + "/meta.json is missing or not JSON");
-  r.config = read_text(fs::path(dir) / "config.yaml");
+  r.config = read_file_or_empty(fs::path(fs::path(dir) / "config.yaml").string());
   std::ifstream in(fs::path(dir) / "metrics.jsonl");
   std::string line;
   while (std::getline(in, line)) {

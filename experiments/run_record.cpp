@@ -18,10 +18,11 @@
 #include <random>
 #include <torch/torch.h>
 
+#include "core/files.h"
 #include "experiments/tensorboard.h"
-#include "trainer/config_reader.h"
-#include "trainer/digest.h"
-#include "trainer/errors.h"
+#include "core/config_reader.h"
+#include "core/digest.h"
+#include "core/errors.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -39,21 +40,6 @@ void read_run_config(config::Section& s, RunConfig& c) {
 void read_logging_config(config::Section& s, LoggingConfig& c) {
   s.field("progress", c.progress, {"auto", "always", "never"});
   s.field("tensorboard", c.tensorboard);
-}
-
-void write_file_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw std::runtime_error("cannot write " + tmp);
-  }
-  int fd = ::open(tmp.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-  fs::rename(tmp, path);
 }
 
 static std::string utc_now(const char* format) {

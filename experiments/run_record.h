@@ -2,6 +2,7 @@
 // What a run records so it can be reproduced and compared; checkpoints live in trainer/.
 #pragma once
 
+#include "core/files.h"
 #include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
@@ -68,7 +69,5 @@ std::string find_unfinished_run(const std::string& output_dir, const std::string
 // outside a git checkout.
 std::string code_version_text();
 
-// Writes `text` to `path` through a temp file and a rename: readers never see half a file.
-void write_file_atomic(const std::string& path, const std::string& text);
 
 }  // namespace lmforge::experiments

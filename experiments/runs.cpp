@@ -11,8 +11,9 @@
 #include <sstream>
 #include <vector>
 
+#include "core/files.h"
 #include "trainer/config.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -21,15 +22,8 @@ namespace lmforge::experiments {
 
 namespace {
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 json read_meta(const std::string& dir) {
-  json meta = json::parse(read_text(fs::path(dir) / "meta.json"), nullptr, false);
+  json meta = json::parse(read_file_or_empty(fs::path(fs::path(dir) / "meta.json").string()), nullptr, false);
   if (meta.is_discarded() || !meta.is_object()) throw InputError(dir + "/meta.json is missing or not JSON");
   return meta;
 }
@@ -92,7 +86,7 @@ std::string list_runs(const std::string& output_dir) {
                 "LOSS", "EVAL", "DATASET", "STARTED");
   out << line;
   for (const auto& dir : run_dirs(output_dir)) {
-    json meta = json::parse(read_text(fs::path(dir) / "meta.json"), nullptr, false);
+    json meta = json::parse(read_file_or_empty(fs::path(fs::path(dir) / "meta.json").string()), nullptr, false);
     if (meta.is_discarded()) continue;
     FinalMetrics f = final_metrics(dir);
     std::snprintf(line, sizeof line, "%-24s %-16s %-12s %7s %9s %9s %-14s %s\n", text(meta["run_id"]).c_str(),
@@ -142,7 +136,7 @@ std::string show_run(const std::string& run_dir) {
 void write_model_card(const std::string& run_dir, const std::string& export_dir) {
   json meta = read_meta(run_dir);
   FinalMetrics f = final_metrics(run_dir);
-  std::string config = read_text(fs::path(run_dir) / "config.yaml");
+  std::string config = read_file_or_empty(fs::path(fs::path(run_dir) / "config.yaml").string());
   json model = meta.value("model", json::object());
   std::string base = "a random initialisation (seed " + text(meta["seed"]) + ")";
   if (config.find("\n  from: ") != std::string::npos) {
@@ -196,7 +190,7 @@ std::string diff_runs(const std::string& run_a, const std::string& run_b) {
   json a = read_meta(run_a), b = read_meta(run_b);
   std::ostringstream out;
   out << "A: " << run_a << "\nB: " << run_b << "\n\nconfig (A vs B):\n";
-  auto differences = config_differences(read_text(fs::path(run_a) / "config.yaml"), read_text(fs::path(run_b) / "config.yaml"));
+  auto differences = config_differences(read_file_or_empty(fs::path(fs::path(run_a) / "config.yaml").string()), read_file_or_empty(fs::path(fs::path(run_b) / "config.yaml").string()));
   if (differences.empty()) out << "  (identical)\n";
   for (const auto& d : differences) out << "  " << d << "\n";
   auto row = [&](const std::string& what, const std::string& va, const std::string& vb, bool mark = true) {

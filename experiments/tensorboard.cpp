@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace lmforge::experiments {
 

@@ -8,11 +8,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/files.h"
 #include "data/chat_template.h"
 #include "data/hf_tokenizer.h"
 #include "data/tokenizer.h"
 #include "trainer/config.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace lmforge::launch {
 
@@ -37,9 +38,7 @@ std::unique_ptr<data::Tokenizer> config_tokenizer(const std::string& path) {
 }
 
 std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError("--file " + path + ": cannot be read");
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return read_file(path, "--file " + path + ": cannot be read");
 }
 
 void print_ids(const data::Tokenizer& tok, const std::string& text, bool json) {

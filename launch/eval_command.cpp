@@ -15,10 +15,10 @@
 #include "parallel/comm.h"
 #include "parallel/launcher.h"
 #include "trainer/config.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 #include "trainer/generate.h"
 #include "trainer/lora.h"
-#include "trainer/log.h"
+#include "core/log.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

@@ -10,7 +10,7 @@
 #include "data/chat_template.h"
 #include "experiments/runs.h"
 #include "parallel/launcher.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 #include "trainer/generate.h"
 #include "trainer/hf_model.h"
 #include "trainer/lora.h"

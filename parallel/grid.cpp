@@ -2,7 +2,7 @@
 // No tensor math here: that is tensor_parallel.cpp's.
 #include "parallel/grid.h"
 
-#include "trainer/errors.h"
+#include "core/errors.h"
 #include "trainer/model.h"
 
 namespace lmforge::parallel {

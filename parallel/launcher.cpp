@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <thread>
 
-#include "trainer/config_reader.h"
-#include "trainer/errors.h"
+#include "core/config_reader.h"
+#include "core/errors.h"
 
 namespace lmforge::parallel {
 

@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "parallel/grid.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace lmforge::parallel {
 

@@ -13,7 +13,7 @@
 #include "parallel/comm.h"
 #include "trainer/lora.h"
 #include "trainer/model.h"
-#include "trainer/safetensors.h"
+#include "core/safetensors.h"
 
 namespace lmforge::parallel {
 

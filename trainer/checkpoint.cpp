@@ -13,12 +13,12 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "experiments/run_record.h"
+#include "core/files.h"
 #include "parallel/comm.h"
-#include "trainer/config_reader.h"
-#include "trainer/digest.h"
-#include "trainer/errors.h"
-#include "trainer/log.h"
+#include "core/config_reader.h"
+#include "core/digest.h"
+#include "core/errors.h"
+#include "core/log.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -153,7 +153,7 @@ std::string commit_checkpoint(const std::string& dir, int64_t step, const Checkp
       fs::rename(tmp_dir, final_dir);
       fsync_path(dir);
       fault_point("after_rename", rank);
-      experiments::write_file_atomic((fs::path(dir) / "latest").string(), step_name(step) + "\n");
+      write_file_atomic((fs::path(dir) / "latest").string(), step_name(step) + "\n");
       apply_retention(dir, step, cfg);
     } catch (const std::exception& e) {
       error = e.what();

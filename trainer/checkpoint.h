@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "trainer/safetensors.h"
+#include "core/safetensors.h"
 
 namespace lmforge::config {
 class Section;

@@ -5,7 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "parallel/grid.h"
-#include "trainer/config_reader.h"
+#include "core/config_reader.h"
 
 #include <map>
 

@@ -9,7 +9,7 @@
 
 #include "data/hf_tokenizer.h"
 #include "trainer/config.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 #include "trainer/hf_model.h"
 #include "trainer/lora.h"
 

@@ -12,8 +12,9 @@
 #include <set>
 #include <sstream>
 
-#include "trainer/errors.h"
-#include "trainer/safetensors.h"
+#include "core/errors.h"
+#include "core/files.h"
+#include "core/safetensors.h"
 
 namespace lmforge::trainer {
 
@@ -231,10 +232,6 @@ ModelConfig read_gpt2(const JsonConfig& j) {
   return c;
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
 // GPT-2 stores these as Conv1D, (in, out): the transpose of a Linear weight.
 bool is_conv1d_weight(const ModelConfig& c, const std::string& name) {
@@ -378,18 +375,6 @@ json hf_config_json(const ModelConfig& c, torch::ScalarType dtype) {
 }
 
 }  // namespace
-
-json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw InputError(path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  try {
-    return json::parse(text.str());
-  } catch (const json::exception& e) {
-    throw InputError(path + ": not valid JSON: " + e.what());
-  }
-}
 
 ModelConfig read_hf_config(const std::string& dir) {
   std::string file = (fs::path(dir) / "config.json").string();

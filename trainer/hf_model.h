@@ -14,9 +14,6 @@
 
 namespace lmforge::trainer {
 
-// Parses a JSON file of an HF directory; InputError naming the file when absent or malformed.
-nlohmann::json read_json_file(const std::string& path);
-
 // Reads DIR/config.json (llama, mistral, qwen2, gpt2; transformers v4 and v5 rope spellings)
 // into a ModelConfig with from = DIR. Throws InputError naming the file and the key.
 ModelConfig read_hf_config(const std::string& dir);

@@ -13,10 +13,11 @@
 #include <regex>
 #include <set>
 
+#include "core/files.h"
 #include "trainer/config.h"
-#include "trainer/config_reader.h"
-#include "trainer/digest.h"
-#include "trainer/errors.h"
+#include "core/config_reader.h"
+#include "core/digest.h"
+#include "core/errors.h"
 #include "trainer/hf_model.h"
 
 namespace lmforge::trainer {
@@ -31,9 +32,6 @@ const std::string kPeftPrefix = "base_model.model.";  // PeftModel -> LoraModel 
 const std::string kAllLinear = "all-linear";
 const std::string kRegexChars = "\\^$.|?*+()[]{}";
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::string last_component(const std::string& name) { return name.substr(name.rfind('.') + 1); }
 

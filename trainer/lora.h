@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "trainer/model.h"
-#include "trainer/safetensors.h"
+#include "core/safetensors.h"
 
 namespace lmforge::config {
 class Section;

@@ -4,8 +4,9 @@
 
 #include <cmath>
 
-#include "trainer/config_reader.h"
-#include "trainer/errors.h"
+#include "core/config_reader.h"
+#include "core/errors.h"
+#include "core/files.h"
 #include "trainer/hf_model.h"
 
 namespace lmforge::trainer {
@@ -628,15 +629,12 @@ static void init_weights(CausalLMImpl& model, const ModelConfig& c) {
   for (const auto& item : model.named_parameters()) {
     const std::string& name = item.key();
     auto p = item.value();
-    auto ends_with = [&](const std::string& suffix) {
-      return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-    };
     bool is_norm = name.find("norm") != std::string::npos || name.find("ln_") != std::string::npos;
-    if (is_norm && ends_with(".weight")) {
+    if (is_norm && ends_with(name, ".weight")) {
       p.fill_(1.0);
-    } else if (ends_with(".bias")) {
+    } else if (ends_with(name, ".bias")) {
       p.zero_();
-    } else if (ends_with("o_proj.weight") || ends_with("down_proj.weight") || ends_with("c_proj.weight")) {
+    } else if (ends_with(name, "o_proj.weight") || ends_with(name, "down_proj.weight") || ends_with(name, "c_proj.weight")) {
       p.normal_(0.0, residual_std);
     } else {
       p.normal_(0.0, c.init_std);

@@ -7,8 +7,8 @@
 #include <set>
 #include <type_traits>
 
-#include "trainer/config_reader.h"
-#include "trainer/errors.h"
+#include "core/config_reader.h"
+#include "core/errors.h"
 #include "trainer/model.h"
 
 namespace lmforge::trainer {

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "trainer/safetensors.h"
+#include "core/safetensors.h"
 
 namespace lmforge::config {
 class Section;

@@ -18,11 +18,11 @@
 #include "parallel/grid.h"
 #include "parallel/tensor_parallel.h"
 #include "parallel/zero.h"
-#include "trainer/config_reader.h"
-#include "trainer/errors.h"
-#include "trainer/log.h"
+#include "core/config_reader.h"
+#include "core/errors.h"
+#include "core/log.h"
 #include "trainer/lora.h"
-#include "trainer/safetensors.h"
+#include "core/safetensors.h"
 
 namespace lmforge::trainer {
 

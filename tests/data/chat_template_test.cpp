@@ -10,7 +10,7 @@
 #include "data/chat_template.h"
 #include "data/pipeline.h"
 #include "data/tokenizer.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;

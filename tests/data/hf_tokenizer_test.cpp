@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/hf_tokenizer.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 #include "trainer/generate.h"
 
 namespace fs = std::filesystem;

@@ -11,7 +11,7 @@
 #include "data/sampler.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace fs = std::filesystem;
 using namespace lmforge::data;

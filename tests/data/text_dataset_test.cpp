@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "data/text_dataset.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace fs = std::filesystem;
 using namespace lmforge::data;

@@ -10,7 +10,7 @@
 #include "data/hf_tokenizer.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "data/tokenizer.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;

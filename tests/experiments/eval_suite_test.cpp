@@ -11,8 +11,8 @@
 #include "experiments/eval_suite.h"
 #include "experiments/report.h"
 #include "parallel/comm.h"
-#include "trainer/config_reader.h"
-#include "trainer/errors.h"
+#include "core/config_reader.h"
+#include "core/errors.h"
 
 using namespace lmforge;
 using namespace lmforge::experiments;

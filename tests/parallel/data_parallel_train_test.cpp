@@ -8,7 +8,7 @@
 #include "parallel/comm.h"
 #include "tests/parallel/mpi_world.h"
 #include "tests/parallel/train_fixture.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 using namespace lmforge;
 using lmforge::testing::world;

@@ -11,7 +11,7 @@
 #include "parallel/grid.h"
 #include "parallel/tensor_parallel.h"
 #include "tests/parallel/mpi_world.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 #include "trainer/generate.h"
 #include "trainer/lora.h"
 #include "trainer/trainer.h"

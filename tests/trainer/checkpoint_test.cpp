@@ -8,7 +8,7 @@
 
 #include "parallel/comm.h"
 #include "trainer/checkpoint.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 #include "trainer/trainer.h"
 
 using namespace lmforge;

@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "trainer/config.h"
-#include "trainer/config_reader.h"
+#include "core/config_reader.h"
 
 namespace fs = std::filesystem;
 using lmforge::load_config;

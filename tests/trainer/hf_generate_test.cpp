@@ -8,7 +8,7 @@
 #include <cmath>
 #include <set>
 
-#include "trainer/errors.h"
+#include "core/errors.h"
 #include "trainer/generate.h"
 #include "trainer/hf_model.h"
 

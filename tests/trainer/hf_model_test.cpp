@@ -8,10 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "trainer/config.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 #include "trainer/generate.h"
 #include "trainer/hf_model.h"
-#include "trainer/safetensors.h"
+#include "core/safetensors.h"
 
 namespace fs = std::filesystem;
 using namespace lmforge;

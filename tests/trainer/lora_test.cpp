@@ -9,11 +9,11 @@
 #include <nlohmann/json.hpp>
 
 #include "trainer/config.h"
-#include "trainer/config_reader.h"
-#include "trainer/errors.h"
+#include "core/config_reader.h"
+#include "core/errors.h"
 #include "trainer/lora.h"
 #include "trainer/optim.h"
-#include "trainer/safetensors.h"
+#include "core/safetensors.h"
 
 namespace fs = std::filesystem;
 using namespace lmforge;

@@ -6,8 +6,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "trainer/errors.h"
-#include "trainer/safetensors.h"
+#include "core/errors.h"
+#include "core/safetensors.h"
 
 namespace fs = std::filesystem;
 using namespace lmforge;

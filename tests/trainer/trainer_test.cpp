@@ -7,7 +7,7 @@
 #include "data/text_dataset.h"
 #include "data/tokenizer.h"
 #include "parallel/comm.h"
-#include "trainer/errors.h"
+#include "core/errors.h"
 #include "trainer/trainer.h"
 
 using namespace lmforge;

@@ -1,6 +1,6 @@
-// trainer/safetensors.cpp -- safetensors header validation, tensor (de)serialisation.
+// core/safetensors.cpp -- safetensors header validation, tensor (de)serialisation.
 // Hand-written (no Debian package); JSON through nlohmann-json, the file through mmap.
-#include "trainer/safetensors.h"
+#include "core/safetensors.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace lmforge {
 

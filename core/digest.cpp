@@ -1,6 +1,6 @@
-// trainer/digest.cpp -- SHA-256 through OpenSSL's EVP interface, streamed for files.
+// core/digest.cpp -- SHA-256 through OpenSSL's EVP interface, streamed for files.
 // No hashing code of our own.
-#include "trainer/digest.h"
+#include "core/digest.h"
 
 #include <openssl/evp.h>
 
@@ -9,7 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace lmforge {
 

@@ -1,6 +1,6 @@
-// trainer/config_reader.cpp -- layered YAML sources, typed field binding, error collection.
+// core/config_reader.cpp -- layered YAML sources, typed field binding, error collection.
 // What the keys mean lives with each module's reader (trainer/config.cpp assembles them).
-#include "trainer/config_reader.h"
+#include "core/config_reader.h"
 
 #include <yaml-cpp/yaml.h>
 

@@ -1,4 +1,4 @@
-// trainer/log.h -- lines a rank reports: to the console (stderr) where asked, and to the rank's
+// core/log.h -- lines a rank reports: to the console (stderr) where asked, and to the rank's
 // own file (<run>/logs/rank_<r>.log) once opened. What is worth a line is decided by callers.
 #pragma once
 

@@ -1,4 +1,4 @@
-// trainer/errors.h -- the exception types that decide lmforge's exit codes.
+// core/errors.h -- the exception types that decide lmforge's exit codes.
 // InputError (bad config, data or CLI usage) exits 2; Preempted 3; TrainingError 1.
 #pragma once
 

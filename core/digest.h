@@ -1,4 +1,4 @@
-// trainer/digest.h -- SHA-256 of strings and files (OpenSSL), as lowercase hex.
+// core/digest.h -- SHA-256 of strings and files (OpenSSL), as lowercase hex.
 // Used for cache keys, dataset ids, config hashes and manifests.
 #pragma once
 

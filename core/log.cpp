@@ -1,12 +1,12 @@
-// trainer/log.cpp -- the rank file behind log::line. One FILE per process, line-buffered so a
+// core/log.cpp -- the rank file behind log::line. One FILE per process, line-buffered so a
 // rank that is killed leaves every completed line on disk. No formatting policy here.
-#include "trainer/log.h"
+#include "core/log.h"
 
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
 
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace lmforge::log {
 

@@ -1,4 +1,4 @@
-// trainer/safetensors.h -- the safetensors format: a strict reader and an atomic writer.
+// core/safetensors.h -- the safetensors format: a strict reader and an atomic writer.
 // Written by hand because no Debian package provides it; the format is in shared/reference.
 #pragma once
 

@@ -1,4 +1,4 @@
-// trainer/config_reader.h -- the YAML binding machinery every module's config reader uses:
+// core/config_reader.h -- the YAML binding machinery every module's config reader uses:
 // layered sources (base files, the file, --set overrides), typed fields with limits, and
 // diagnostics that carry file:line:col and the key path. Section structs live in their modules.
 #pragma once
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "trainer/errors.h"
+#include "core/errors.h"
 
 namespace YAML {
 class Node;
