@@ -8,6 +8,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/errors.h"
@@ -74,6 +75,20 @@ class Section {
              Need need = Need::optional);
   // A string or a list of strings.
   void field(const std::string& key, std::vector<std::string>& value, Need need = Need::optional);
+  // One of `choices` by name, parsed once into its enum value (the resolved config shows the name).
+  template <class Enum>
+  void choice(const std::string& key, Enum& value, const std::vector<std::pair<std::string, Enum>>& choices,
+              Need need = Need::optional) {
+    std::string name;
+    std::vector<std::string> names;
+    for (const auto& [n, v] : choices) {
+      names.push_back(n);
+      if (v == value) name = n;
+    }
+    field(key, name, names, need);
+    for (const auto& [n, v] : choices)
+      if (n == name) value = v;
+  }
 
   Section child(const std::string& key);  // a nested mapping; absent means all defaults
   // A list of mappings (e.g. data.sources), each a Section at "key[i]"; absent means empty.

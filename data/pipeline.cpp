@@ -366,6 +366,17 @@ std::vector<Record> read_records(const DataConfig& cfg, int64_t limit, const Tok
   return records;
 }
 
+DatasetManifest read_dataset_manifest(const nlohmann::json& manifest) {
+  auto split = [&](const char* name) {
+    const auto& entry = manifest.at("splits").at(name);
+    DatasetSplit s{entry.at("rows").get<int64_t>(), entry.at("tokens").get<int64_t>(), entry};
+    s.summary.erase("shards");
+    return s;
+  };
+  return {split("train"), split("eval"), manifest.value("stats", nlohmann::json()),
+          manifest.value("templates", nlohmann::json())};
+}
+
 PreparedDataset prepare_dataset(const DataConfig& cfg, const Tokenizer& tokenizer, const PrepareOptions& opt) {
   std::vector<InputFile> files = read_inputs(cfg);
   nlohmann::json inputs = nlohmann::json::array();

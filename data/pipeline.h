@@ -58,11 +58,23 @@ struct PrepareOptions {
   bool quiet = false;    // no progress lines
 };
 
+// What callers read of a dataset's manifest.json, typed (the manifest itself is formats.md's).
+struct DatasetSplit {
+  int64_t rows = 0, tokens = 0;
+  nlohmann::json summary;  // the manifest's entry for the split without its shard list
+};
+struct DatasetManifest {
+  DatasetSplit train, eval;
+  nlohmann::json stats, templates;
+};
+DatasetManifest read_dataset_manifest(const nlohmann::json& manifest);
+
 struct PreparedDataset {
   std::string dir;        // <cache_dir>/<id>
   std::string id;         // dataset id: sha256 over inputs, tokenizer, templates and pipeline config
   nlohmann::json manifest;
   bool reused = false;    // an identical dataset was already prepared
+  DatasetManifest summary() const { return read_dataset_manifest(manifest); }
 };
 
 // Prepares (or reuses) the dataset. Bad inputs throw InputError naming the file and line (and

@@ -407,6 +407,12 @@ std::string write_eval_result(const std::string& dir, const json& result) {
   return path;
 }
 
+RecordedEval record_eval_result(const std::string& dir, const json& result, trainer::MetricsSink* run_metrics) {
+  RecordedEval recorded{write_eval_result(dir, result), eval_metrics_row(result)};
+  if (run_metrics) run_metrics->append_metrics(recorded.row);
+  return recorded;
+}
+
 std::string check_gate(const std::string& gate, const json& row) {
   size_t at = gate.find_first_of("<>");
   auto name_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '/' || c == '-'; };

@@ -11,6 +11,7 @@
 
 #include "experiments/eval_metrics.h"
 #include "trainer/generate.h"
+#include "trainer/metrics_sink.h"
 
 namespace lmforge::config {
 class Section;
@@ -75,6 +76,14 @@ nlohmann::json eval_metrics_row(const nlohmann::json& result);
 
 // Writes <dir>/eval/<suite>/<step>.json atomically and returns its path.
 std::string write_eval_result(const std::string& dir, const nlohmann::json& result);
+
+// One suite result recorded: its file under `dir` (write_eval_result) and its metrics row, which
+// also goes to `run_metrics` (the run's metrics.jsonl) when given. The one place both happen.
+struct RecordedEval {
+  std::string path;
+  nlohmann::json row;
+};
+RecordedEval record_eval_result(const std::string& dir, const nlohmann::json& result, trainer::MetricsSink* run_metrics);
 
 // A gate "metric>=value" (also <=, >, <) checked against a metrics row; the metric may be the
 // full "eval/<suite>/<task>/<metric>" key or any unambiguous suffix of it, such as "exact_match".

@@ -101,8 +101,8 @@ RunRecord RunRecord::create(const RunConfig& run, const std::string& resolved_ya
   fs::create_directories(r.dir_, ec);
   if (ec) throw InputError("run.output_dir: cannot create '" + r.dir_ + "': " + ec.message());
   r.lock();
-  write_file_atomic(r.dir_ + "/config.yaml", resolved_yaml);
-  r.metrics_.open(r.dir_ + "/metrics.jsonl", std::ios::app);
+  write_file_atomic(RunDir{r.dir_}.config(), resolved_yaml);
+  r.metrics_.open(RunDir{r.dir_}.metrics(), std::ios::app);
 
   json meta = {{"run_id", r.run_id_},
                {"name", run.name},
@@ -122,8 +122,8 @@ RunRecord RunRecord::create(const RunConfig& run, const std::string& resolved_ya
 }
 
 void RunRecord::lock() {
-  int fd = ::open((dir_ + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) throw InputError("cannot create " + dir_ + "/.lock");
+  int fd = ::open(files().lock().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw InputError("cannot create " + files().lock());
   lock_fd_ = std::shared_ptr<int>(new int(fd), [](int* p) {
     ::close(*p);
     delete p;
@@ -135,7 +135,7 @@ RunRecord RunRecord::reopen(const std::string& dir, int64_t from_step, const std
   RunRecord r;
   r.dir_ = dir;
   r.lock();
-  std::ifstream meta_in(dir + "/meta.json");
+  std::ifstream meta_in(RunDir{dir}.meta());
   json meta = json::parse(meta_in);
   r.run_id_ = meta.at("run_id").get<std::string>();
   meta["status"] = "running";
@@ -146,14 +146,14 @@ RunRecord RunRecord::reopen(const std::string& dir, int64_t from_step, const std
   r.meta_text_ = meta.dump(2);
   r.write_meta();
   // Rows past the checkpoint were written by the interrupted process; the resumed one redoes them.
-  std::ifstream metrics_in(dir + "/metrics.jsonl");
+  std::ifstream metrics_in(RunDir{dir}.metrics());
   std::string line, kept;
   while (std::getline(metrics_in, line)) {
     auto row = json::parse(line, nullptr, false);
     if (!row.is_discarded() && row.value("step", int64_t(0)) <= from_step) kept += line + "\n";
   }
-  write_file_atomic(dir + "/metrics.jsonl", kept);
-  r.metrics_.open(dir + "/metrics.jsonl", std::ios::app);
+  write_file_atomic(RunDir{dir}.metrics(), kept);
+  r.metrics_.open(RunDir{dir}.metrics(), std::ios::app);
   return r;
 }
 
@@ -164,12 +164,12 @@ std::string find_unfinished_run(const std::string& output_dir, const std::string
     if (e.is_directory() && fs::exists(e.path() / "meta.json")) runs.push_back(e.path().string());
   std::sort(runs.rbegin(), runs.rend());  // run ids start with their UTC start time
   for (const auto& dir : runs) {
-    std::ifstream in(dir + "/meta.json");
+    std::ifstream in(RunDir{dir}.meta());
     json meta = json::parse(in, nullptr, false);
     if (meta.is_discarded()) continue;
     std::string status = meta.value("status", "");
     if (status != "running" && status != "interrupted") continue;
-    int fd = ::open((dir + "/.lock").c_str(), O_RDWR | O_CREAT, 0644);
+    int fd = ::open(RunDir{dir}.lock().c_str(), O_RDWR | O_CREAT, 0644);
     bool live = fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) != 0;
     if (fd >= 0) ::close(fd);
     if (!live) return dir;
@@ -177,7 +177,12 @@ std::string find_unfinished_run(const std::string& output_dir, const std::string
   return "";
 }
 
-void RunRecord::write_meta() { write_file_atomic(dir_ + "/meta.json", meta_text_ + "\n"); }
+void RunMetricsFile::append_metrics(const json& row) {
+  std::ofstream metrics(path_, std::ios::app);
+  metrics << row.dump() << "\n";
+}
+
+void RunRecord::write_meta() { write_file_atomic(files().meta(), meta_text_ + "\n"); }
 
 void RunRecord::set_meta(const std::string& key, const json& value) {
   json meta = json::parse(meta_text_);
@@ -192,7 +197,7 @@ void RunRecord::append_metrics(const json& row) {
   if (tensorboard_) tensorboard_->add_row(row);
 }
 
-void RunRecord::enable_tensorboard() { tensorboard_ = std::make_shared<TensorBoardWriter>(dir_ + "/tensorboard"); }
+void RunRecord::enable_tensorboard() { tensorboard_ = std::make_shared<TensorBoardWriter>(files().tensorboard()); }
 
 void RunRecord::finish(const std::string& status, const std::string& error) {
   json meta = json::parse(meta_text_);

@@ -2,7 +2,6 @@
 // What a run records so it can be reproduced and compared; checkpoints live in trainer/.
 #pragma once
 
-#include "core/files.h"
 #include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
@@ -10,6 +9,9 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "core/run_dir.h"
+#include "trainer/metrics_sink.h"
 
 namespace lmforge::config {
 class Section;
@@ -32,7 +34,7 @@ struct LoggingConfig {
 };
 void read_logging_config(config::Section& s, LoggingConfig& c);
 
-class RunRecord {
+class RunRecord : public trainer::MetricsSink {
  public:
   // Creates <output_dir>/<name>/<run_id>/ with config.yaml and meta.json (status: running).
   static RunRecord create(const RunConfig& run, const std::string& resolved_yaml,
@@ -43,9 +45,10 @@ class RunRecord {
   static RunRecord reopen(const std::string& dir, int64_t from_step, const std::vector<std::string>& argv);
 
   const std::string& dir() const { return dir_; }
+  RunDir files() const { return RunDir{dir_}; }
   const std::string& run_id() const { return run_id_; }
   void set_meta(const std::string& key, const nlohmann::json& value);  // rewrites meta.json
-  void append_metrics(const nlohmann::json& row);                      // one line, flushed
+  void append_metrics(const nlohmann::json& row) override;             // one line, flushed
   // From now on every metrics row also goes to <run>/tensorboard/ as scalar summaries.
   void enable_tensorboard();
   void finish(const std::string& status, const std::string& error = "");
@@ -59,6 +62,17 @@ class RunRecord {
   std::string meta_text_;  // meta.json as last written (kept as text to keep json out of here)
   std::ofstream metrics_;
   std::shared_ptr<TensorBoardWriter> tensorboard_;  // null unless logging.tensorboard
+};
+
+// Appends metric rows to the metrics.jsonl of an existing run that no RunRecord holds open (an
+// evaluation of a finished run).
+class RunMetricsFile : public trainer::MetricsSink {
+ public:
+  explicit RunMetricsFile(const std::string& run_dir) : path_(RunDir{run_dir}.metrics()) {}
+  void append_metrics(const nlohmann::json& row) override;
+
+ private:
+  std::string path_;
 };
 
 // The newest run under <output_dir>/<name>/ that did not finish (status running or interrupted)

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "core/files.h"
-#include "trainer/config.h"
+#include "experiments/config.h"
 #include "core/errors.h"
 
 namespace fs = std::filesystem;

@@ -12,7 +12,7 @@
 #include "data/chat_template.h"
 #include "data/hf_tokenizer.h"
 #include "data/tokenizer.h"
-#include "trainer/config.h"
+#include "experiments/config.h"
 #include "core/errors.h"
 
 namespace lmforge::launch {
@@ -30,12 +30,8 @@ struct DataCommands {
 
 namespace {
 
-// The tokenizer training would use: model.from's own (its ids are the weights'), else tokenizer.*.
-std::unique_ptr<data::Tokenizer> config_tokenizer(const std::string& path) {
-  Config cfg = load_config(path);
-  std::unique_ptr<data::Tokenizer> tok = cfg.model.from.empty() ? nullptr : data::load_hf_tokenizer(cfg.model.from);
-  return tok ? std::move(tok) : data::make_tokenizer(cfg.tokenizer);
-}
+// The tokenizer training would use.
+std::unique_ptr<data::Tokenizer> config_tokenizer(const std::string& path) { return make_config_tokenizer(load_config(path)); }
 
 std::string read_text_file(const std::string& path) {
   return read_file(path, "--file " + path + ": cannot be read");

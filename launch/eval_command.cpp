@@ -7,18 +7,21 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "core/errors.h"
+#include "core/log.h"
 #include "data/tokenizer.h"
+#include "experiments/config.h"
 #include "experiments/eval_suite.h"
 #include "experiments/report.h"
+#include "experiments/run_models.h"
+#include "experiments/run_record.h"
 #include "experiments/runs.h"
 #include "parallel/comm.h"
 #include "parallel/launcher.h"
-#include "trainer/config.h"
-#include "core/errors.h"
 #include "trainer/generate.h"
-#include "trainer/lora.h"
-#include "core/log.h"
+#include "trainer/peft/adapter_dir.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -70,7 +73,7 @@ void print_result(const json& result, const std::string& path) {
 // run (or eval_results/<adapter>) then, not to the base's.
 json evaluate_model(const std::string& model_dir, const std::string& adapter_dir, const EvalCommands& c,
                     const std::vector<experiments::EvalSuiteConfig>& suites, parallel::Comm& comm) {
-  trainer::LoadedModel m = trainer::open_model_dir(model_dir);
+  experiments::LoadedModel m = experiments::open_model_dir(model_dir);
   if (!adapter_dir.empty()) trainer::load_peft_adapter(*m.model, adapter_dir);
   const std::string evaluated = adapter_dir.empty() ? model_dir : adapter_dir;
   const std::string run_dir = run_of(evaluated);
@@ -92,14 +95,12 @@ json evaluate_model(const std::string& model_dir, const std::string& adapter_dir
     if (comm.rank() != 0) continue;
     result["model"] = model_dir;
     if (!adapter_dir.empty()) result["adapter"] = adapter_dir;
-    std::string path = experiments::write_eval_result(out_dir, result);
-    json row = experiments::eval_metrics_row(result);
-    if (!run_dir.empty() && fs::equivalent(out_dir, run_dir)) {
-      std::ofstream metrics(fs::path(run_dir) / "metrics.jsonl", std::ios::app);
-      metrics << row.dump() << "\n";
-    }
-    print_result(result, path);
-    all_metrics.update(row);
+    std::optional<experiments::RunMetricsFile> run_metrics;
+    if (!run_dir.empty() && fs::equivalent(out_dir, run_dir)) run_metrics.emplace(run_dir);
+    experiments::RecordedEval recorded =
+        experiments::record_eval_result(out_dir, result, run_metrics ? &*run_metrics : nullptr);
+    print_result(result, recorded.path);
+    all_metrics.update(recorded.row);
   }
   return all_metrics;
 }

@@ -7,13 +7,15 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/errors.h"
 #include "data/chat_template.h"
+#include "experiments/run_models.h"
 #include "experiments/runs.h"
 #include "parallel/launcher.h"
-#include "core/errors.h"
 #include "trainer/generate.h"
-#include "trainer/hf_model.h"
-#include "trainer/lora.h"
+#include "trainer/models/hf_model.h"
+#include "trainer/peft/adapter_dir.h"
+#include "trainer/peft/apply.h"
 
 namespace lmforge::launch {
 
@@ -51,7 +53,7 @@ std::vector<int64_t> parse_ids(const std::string& list, const std::string& optio
   return ids;
 }
 
-std::vector<int64_t> tokenize(const trainer::LoadedModel& m, const std::string& text, const std::string& dir) {
+std::vector<int64_t> tokenize(const experiments::LoadedModel& m, const std::string& text, const std::string& dir) {
   if (!m.tokenizer)
     throw InputError(m.tokenizer_error.empty()
                          ? dir + ": no tokenizer lmforge can read in this directory; pass token ids instead"
@@ -62,14 +64,14 @@ std::vector<int64_t> tokenize(const trainer::LoadedModel& m, const std::string& 
 }
 
 // --model, with the PEFT adapter of --adapter applied when given.
-trainer::LoadedModel open_model(const HfCommands& c) {
-  trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
+experiments::LoadedModel open_model(const HfCommands& c) {
+  experiments::LoadedModel m = experiments::open_model_dir(c.model_dir);
   if (!c.adapter_dir.empty()) trainer::load_peft_adapter(*m.model, c.adapter_dir);
   return m;
 }
 
 int run_score(const HfCommands& c) {
-  trainer::LoadedModel m = open_model(c);
+  experiments::LoadedModel m = open_model(c);
   std::vector<int64_t> ids = c.ids.empty() ? tokenize(m, c.text, c.model_dir) : parse_ids(c.ids, "--ids");
   trainer::check_sequence_length(m.config, static_cast<int64_t>(ids.size()), "scoring " + std::to_string(ids.size()) + " tokens");
   trainer::TokenScores s = trainer::score_tokens(*m.model, ids);
@@ -86,7 +88,7 @@ int run_score(const HfCommands& c) {
 }
 
 // --chat: one user turn rendered with the model's chat template, ending in the assistant's opening.
-std::vector<int64_t> chat_prompt(const trainer::LoadedModel& m, const std::string& user_text, const std::string& dir) {
+std::vector<int64_t> chat_prompt(const experiments::LoadedModel& m, const std::string& user_text, const std::string& dir) {
   if (!m.tokenizer || !m.tokenizer->chat_template())
     throw InputError(dir + ": --chat needs a chat template (tokenizer_config.json or chat_template.jinja)");
   nlohmann::ordered_json messages = {{{"role", "user"}, {"content", user_text}}};
@@ -97,7 +99,7 @@ std::vector<int64_t> chat_prompt(const trainer::LoadedModel& m, const std::strin
 }
 
 int run_generate(const HfCommands& c) {
-  trainer::LoadedModel m = open_model(c);
+  experiments::LoadedModel m = open_model(c);
   std::vector<int64_t> prompt = !c.chat.empty()         ? chat_prompt(m, c.chat, c.model_dir)
                                 : c.prompt_ids.empty() ? tokenize(m, c.prompt, c.model_dir)
                                                        : parse_ids(c.prompt_ids, "--prompt-ids");
@@ -129,11 +131,11 @@ int run_generate(const HfCommands& c) {
 
 // --format peft and hf-merged: a LoRA run directory, or a base with --adapter.
 void export_adapted(const HfCommands& c, const trainer::HfSaveOptions& options) {
-  trainer::LoraRun run;
+  experiments::LoraRun run;
   if (c.adapter_dir.empty()) {
-    run = trainer::open_lora_run(c.model_dir);
+    run = experiments::open_lora_run(c.model_dir);
   } else {
-    trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
+    experiments::LoadedModel m = experiments::open_model_dir(c.model_dir);
     run.model = m.model;
     run.model_cfg = m.config;
     run.peft = trainer::read_peft_adapter_config(c.adapter_dir);
@@ -158,7 +160,7 @@ int run_export(const HfCommands& c) {
     if (c.format == "hf") throw InputError("export --adapter: choose --format peft or --format hf-merged");
     export_adapted(c, options);
   } else {
-    trainer::LoadedModel m = trainer::open_model_dir(c.model_dir);
+    experiments::LoadedModel m = experiments::open_model_dir(c.model_dir);
     options.copy_files_from = m.config.from;
     trainer::save_hf_model(*m.model, m.config, c.out_dir, options);
   }

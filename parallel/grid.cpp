@@ -1,9 +1,8 @@
-// parallel/grid.cpp -- splitting the world into the dp x tp grid, and the tp divisibility rules.
+// parallel/grid.cpp -- checking the dp x tp layout and splitting the world into its axes.
 // No tensor math here: that is tensor_parallel.cpp's.
 #include "parallel/grid.h"
 
 #include "core/errors.h"
-#include "trainer/model.h"
 
 namespace lmforge::parallel {
 
@@ -27,21 +26,6 @@ Grid::Grid(Comm& world, int64_t dp, int64_t tp) : world_(world), tp_size_(static
   const int rank = world.rank(), tp_rank = rank % tp_size_, dp_rank = rank / tp_size_;
   tp_ = world.split(dp_rank, tp_rank);
   dp_ = world.split(tp_rank, dp_rank);
-}
-
-std::vector<std::pair<std::string, std::string>> tp_layout_errors(const trainer::ModelConfig& m, int64_t tp) {
-  std::vector<std::pair<std::string, std::string>> errors;
-  if (tp <= 1) return errors;
-  auto check = [&](const std::string& key, const std::string& what, int64_t value) {
-    if (value % tp != 0)
-      errors.emplace_back(key, "model." + key + " " + std::to_string(value) + " (" + what + ") is not divisible by parallel.tp " +
-                                   std::to_string(tp) + ": every tp rank must hold an equal share");
-  };
-  check("n_heads", "attention heads", m.n_heads);
-  check("n_kv_heads", "key/value heads", m.kv_heads());
-  check("intermediate_size", "MLP width", m.ffn_size());
-  check("vocab_size", "vocabulary rows", m.vocab_size);
-  return errors;
 }
 
 }  // namespace lmforge::parallel

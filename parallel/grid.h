@@ -10,10 +10,6 @@
 
 #include "parallel/comm.h"
 
-namespace lmforge::trainer {
-struct ModelConfig;
-}
-
 namespace lmforge::parallel {
 
 // world = dp x tp, rank = dp_rank * tp + tp_rank: the ranks of one tp group are adjacent, so a
@@ -40,9 +36,5 @@ class Grid {
   std::unique_ptr<Comm> dp_;  // null when tp = 1: the world is the dp axis
   std::unique_ptr<Comm> tp_;
 };
-
-// Sizes of `model` that tp must divide, as (model key, message) pairs naming the numbers; empty when
-// the layout fits. Checked with the config (before start-up) and again by parallelize().
-std::vector<std::pair<std::string, std::string>> tp_layout_errors(const trainer::ModelConfig& model, int64_t tp);
 
 }  // namespace lmforge::parallel

@@ -25,6 +25,9 @@ using nlohmann::json;
 
 namespace lmforge::trainer {
 
+std::string checkpoint_file::optimizer_shard(int rank) { return "optimizer.rank_" + std::to_string(rank) + ".safetensors"; }
+std::string checkpoint_file::rng(int rank) { return "rng.rank_" + std::to_string(rank) + ".safetensors"; }
+
 void read_checkpoint_config(config::Section& s, CheckpointConfig& c) {
   s.field("save_final", c.save_final);
   s.field("every_steps", c.every_steps, config::at_least(0));

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,34 @@ struct CheckpointFiles {
 };
 
 constexpr int kCheckpointFormatVersion = 1;
+
+// The names of a checkpoint's files, in one place.
+namespace checkpoint_file {
+inline const std::string kModel = "model.safetensors";          // weights (a LoRA run: its trainable ones)
+inline const std::string kOptimizer = "optimizer.safetensors";  // AdamW moments, full tensors
+inline const std::string kTrainerState = "trainer_state.json";  // counters, sampler, layout
+inline const std::string kBase = "base.json";                   // a LoRA run's frozen base
+std::string optimizer_shard(int rank);                          // ZeRO-1: rank's optimizer shard
+std::string rng(int rank);                                      // rank's generator states
+}  // namespace checkpoint_file
+
+// What one rank contributes to a checkpoint while components save: its files, and (rank 0's)
+// the fields of trainer_state.json.
+struct CheckpointState {
+  int rank = 0;
+  CheckpointFiles files;
+  nlohmann::json trainer_state = nlohmann::json::object();
+};
+
+// A part of the training state that saves and restores itself: weights, optimizer state (the
+// strategy), sampler, generators, counters. save() is collective when the part gathers tensors;
+// load() reads `dir`, with trainer_state.json already parsed.
+class CheckpointComponent {
+ public:
+  virtual ~CheckpointComponent() = default;
+  virtual void save(CheckpointState& out) = 0;
+  virtual void load(const std::string& dir, const nlohmann::json& trainer_state) = 0;
+};
 
 // Collective over `comm`. Every rank writes `mine` into <dir>/step_N.tmp/ (fsynced); the ranks
 // agree that all writes succeeded; rank 0 writes manifest.json (format version, step, per-file

@@ -7,11 +7,8 @@
 #include <filesystem>
 #include <limits>
 
-#include "data/hf_tokenizer.h"
-#include "trainer/config.h"
 #include "core/errors.h"
-#include "trainer/hf_model.h"
-#include "trainer/lora.h"
+#include "trainer/models/family.h"
 
 namespace lmforge::trainer {
 
@@ -26,7 +23,7 @@ torch::Tensor as_batch(const std::vector<int64_t>& ids, const torch::Device& dev
 }  // namespace
 
 void check_sequence_length(const ModelConfig& cfg, int64_t positions, const std::string& what) {
-  if (cfg.arch == "gpt2" && positions > cfg.max_seq_len)
+  if (family_of_arch(cfg.arch).learned_positions && positions > cfg.max_seq_len)
     throw InputError(what + " needs " + std::to_string(positions) + " positions; the model has " +
                      std::to_string(cfg.max_seq_len) + " learned positions");
 }
@@ -41,10 +38,8 @@ void check_ids(const std::vector<int64_t>& ids, int64_t vocab, const std::string
 }
 
 int64_t vocab_of(CausalLMImpl& model) {
-  for (const auto& p : model.named_parameters())
-    if (p.key().find("embed_tokens.weight") != std::string::npos || p.key().find("wte.weight") != std::string::npos)
-      return p.value().size(0);
-  return std::numeric_limits<int64_t>::max();
+  int64_t rows = embedding_rows(model);
+  return rows >= 0 ? rows : std::numeric_limits<int64_t>::max();
 }
 
 }  // namespace
@@ -114,48 +109,6 @@ TokenScores score_tokens(CausalLMImpl& model, const std::vector<int64_t>& ids) {
     out.logprobs.push_back(lp);
     out.nll -= lp;
   }
-  return out;
-}
-
-LoadedModel open_model_dir(const std::string& dir) {
-  if (!fs::is_directory(dir)) throw InputError(dir + ": not a directory");
-  LoadedModel out;
-  std::string hf_dir;
-  if (fs::exists(fs::path(dir) / "config.json")) {
-    hf_dir = dir;
-  } else if (fs::exists(fs::path(dir) / "export" / "config.json")) {
-    hf_dir = (fs::path(dir) / "export").string();
-  }
-  if (!hf_dir.empty()) {
-    out.model = load_hf_model(hf_dir, &out.config);
-    try {  // a tokenizer lmforge cannot read must not stop scoring or generating from token ids
-      out.tokenizer = data::load_hf_tokenizer(hf_dir);
-    } catch (const InputError& e) {
-      out.tokenizer_error = e.what();
-    }
-    if (out.tokenizer && out.config.eos_token_ids.empty() && out.tokenizer->eos_id() >= 0)
-      out.config.eos_token_ids = {out.tokenizer->eos_id()};
-    out.kind = "hf";
-    return out;
-  }
-  fs::path yaml = fs::path(dir) / "config.yaml", weights = fs::path(dir) / "model.safetensors";
-  if (!fs::exists(yaml) || !fs::exists(weights))
-    throw InputError(dir + ": neither an HF model directory (config.json) nor an lmforge run directory "
-                           "(config.yaml + model.safetensors)");
-  Config cfg = load_config(yaml.string());
-  out.config = cfg.model;
-  if (cfg.peft.enabled()) {  // a LoRA run: its base plus its adapter weights
-    LoraRun run = open_lora_run(dir);
-    out.model = run.model;
-  } else {
-    ModelConfig fresh = cfg.model;
-    fresh.from.clear();  // the run's own weights replace whatever it started from
-    out.model = build_model(fresh);
-    load_lmforge_weights(*out.model, fresh, weights.string());
-  }
-  out.tokenizer = data::make_tokenizer(cfg.tokenizer);
-  if (out.config.eos_token_ids.empty()) out.config.eos_token_ids = {out.tokenizer->eos_id()};
-  out.kind = "run";
   return out;
 }
 

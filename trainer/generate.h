@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "data/tokenizer.h"
-#include "trainer/model.h"
+#include "trainer/models/model.h"
 
 namespace lmforge::trainer {
 
@@ -45,19 +45,5 @@ TokenScores score_tokens(CausalLMImpl& model, const std::vector<int64_t>& ids);
 // Throws InputError when `positions` tokens do not fit cfg: GPT-2 has only its learned positions
 // (RoPE models run past max_seq_len, as HF's do).
 void check_sequence_length(const ModelConfig& cfg, int64_t positions, const std::string& what);
-
-// A model ready for inference with what surrounds it.
-struct LoadedModel {
-  CausalLM model;
-  ModelConfig config;
-  std::unique_ptr<data::Tokenizer> tokenizer;  // null when the directory has none lmforge reads
-  std::string tokenizer_error;                 // why an HF directory's tokenizer files could not be read:
-                                               // token ids still work, text reports this
-  std::string kind;                            // "hf" or "run"
-};
-
-// An HF directory (config.json) or an lmforge run directory (config.yaml + model.safetensors,
-// or its export/). Throws InputError naming what is missing or wrong.
-LoadedModel open_model_dir(const std::string& dir);
 
 }  // namespace lmforge::trainer

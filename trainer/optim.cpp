@@ -9,7 +9,7 @@
 
 #include "core/config_reader.h"
 #include "core/errors.h"
-#include "trainer/model.h"
+#include "trainer/models/model.h"
 
 namespace lmforge::trainer {
 

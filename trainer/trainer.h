@@ -1,5 +1,6 @@
 // trainer/trainer.h -- the training loop: micro-batches, accumulation, clipping, schedule,
-// logging, periodic evaluation, final weights. Data, model and run record come in built.
+// logging, periodic evaluation, checkpoints, final weights. Data, model and metrics sink come in
+// built; how gradients cross ranks is the strategy's (strategy.h).
 #pragma once
 
 #include <torch/torch.h>
@@ -13,24 +14,24 @@
 
 #include "data/text_dataset.h"
 #include "trainer/checkpoint.h"
-#include "trainer/model.h"
+#include "trainer/models/model.h"
 #include "trainer/optim.h"
 
 namespace lmforge::config {
 class Section;
 }
-namespace lmforge::experiments {
-class RunRecord;
-}
 namespace lmforge::parallel {
 class Comm;
-class GradSync;
 class Grid;
-class TensorParallel;
-class ZeroOptimizer;
 }
 
 namespace lmforge::trainer {
+
+class MetricsSink;
+class Strategy;
+class TensorParallel;
+
+enum class Precision { fp32, bf16 };
 
 struct TrainConfig {
   int64_t max_steps = 0;          // optimizer steps (required)
@@ -39,7 +40,7 @@ struct TrainConfig {
   int64_t seq_len = 128;          // tokens per sequence
   int64_t log_every = 10;         // steps between metric rows (and log lines without a TTY)
   int64_t eval_every = 0;         // steps between evaluations; 0: only at the end
-  std::string precision = "fp32"; // fp32 | bf16 (autocast: matmuls in bf16, weights and optimizer in fp32)
+  Precision precision = Precision::fp32;  // fp32 | bf16 (autocast: matmuls in bf16, weights and optimizer in fp32)
   std::string device = "auto";    // auto: CUDA when LibTorch sees a GPU, else cpu | cpu | cuda
 };
 void read_train_config(config::Section& s, TrainConfig& c);
@@ -73,10 +74,10 @@ struct TrainerSettings {
   double bucket_mb = 25.0;     // data-parallel gradient bucket size
   bool zero = false;           // shard the optimizer state across ranks (ZeRO-1)
   parallel::Grid* grid = nullptr;  // the dp x tp layout of the trainer's comm; null: all data parallel
-  std::shared_ptr<parallel::TensorParallel> tp;  // what parallelize() split; null: tp = 1
+  std::shared_ptr<TensorParallel> tp;  // what parallelize() split; null: tp = 1
   std::string run_dir;         // checkpoints go to <run_dir>/checkpoints; empty: no checkpoints
   std::map<std::string, std::string> lineage;  // config hash, dataset ids, code version: into manifests
-  std::string base_reference;  // a LoRA run: its frozen base as JSON (trainer/lora.h); checkpoints and
+  std::string base_reference;  // a LoRA run: its frozen base as JSON (peft/lora_run.h); checkpoints and
                                // final weights then hold only the trainable tensors
   std::function<void(int64_t step)> on_eval;    // more evaluation at each eval point (eval suites); collective
 };
@@ -90,14 +91,15 @@ struct EvalResult {
 // every dp rank draws the same global batch of micro_batch_size x grad_accum_steps x dp windows
 // and trains on its own slice; gradients are averaged, so any number of ranks trains the same
 // model. The tp ranks of a dp rank share its slice. Checkpoints and final weights hold full
-// tensors whatever tp is. Only the rank given a RunRecord (rank 0) writes metrics, logs and weights.
+// tensors whatever tp is. Only the rank given a metrics sink (rank 0) writes metrics and the final
+// weights (<run_dir>/model.safetensors).
 class Trainer {
  public:
   Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data::BatchSource> train_data,
-          std::vector<data::Batch> eval_batches, experiments::RunRecord* record, parallel::Comm& comm);
+          std::vector<data::Batch> eval_batches, MetricsSink* metrics, parallel::Comm& comm);
   // Random windows of a token stream (tests, benchmarks); eval_tokens cut into fixed batches.
   Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler train_data,
-          torch::Tensor eval_tokens, experiments::RunRecord* record, parallel::Comm& comm);
+          torch::Tensor eval_tokens, MetricsSink* metrics, parallel::Comm& comm);
   ~Trainer();
   // Trains from the current step to max_steps; throws TrainingError on a non-finite loss or
   // gradient norm, and Preempted after saving a checkpoint when SIGTERM/SIGUSR1 reached any rank.
@@ -114,30 +116,20 @@ class Trainer {
 
  private:
   double train_step();  // returns the mean loss over the global batch
-  double sync_and_clip();  // gradients averaged over ranks and clipped; returns the norm
-  void apply_update(double lr);
   void log_step(int64_t step, double loss, double grad_norm, double lr);
   void log_eval(const EvalResult& r);
   void save_final_weights();
-  NamedTensors weights_to_save();                    // every parameter, or a LoRA run's trainable ones
-  void load_weights(const std::string& checkpoint_dir);
-  NamedParams named_optimizer_params();  // named as the model's parameters
-  NamedParams zero_params();             // this rank's ZeRO-1 shards
-  torch::Tensor loss_of(const torch::Tensor& logits, const torch::Tensor& targets);
-  NamedTensors full_tensors(const NamedTensors& local);   // gathered over tp (collective); as is at tp = 1
-  NamedTensors local_tensors(const NamedTensors& full);   // this tp rank's shards of full tensors
 
   CausalLM model_;
   torch::Device device_;  // where the model lives; batches are moved here
   TrainerSettings s_;
   std::unique_ptr<data::BatchSource> train_data_;
   std::vector<data::Batch> eval_batches_;  // the same every evaluation; empty: no evaluation
-  experiments::RunRecord* record_;
+  MetricsSink* metrics_;
   parallel::Comm& comm_;  // every rank: checkpoints, signals, console
-  parallel::Comm& dp_;    // the data-parallel axis: batches, gradient sync, losses
-  std::unique_ptr<parallel::GradSync> grad_sync_;
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
-  std::unique_ptr<parallel::ZeroOptimizer> zero_;  // set when s_.zero: steps shards instead of optimizer_
+  parallel::Comm& dp_;    // the data-parallel axis: batches, losses
+  std::unique_ptr<Strategy> strategy_;
+  std::vector<std::unique_ptr<CheckpointComponent>> state_;  // what a checkpoint holds besides the strategy's
   std::vector<double> losses_;
   int64_t step_ = 0;        // optimizer steps done
   int64_t start_step_ = 0;  // step_ when run() began (after a resume, the checkpoint's step)

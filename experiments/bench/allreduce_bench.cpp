@@ -12,7 +12,7 @@
 
 #include "parallel/comm.h"
 #include "parallel/grad_sync.h"
-#include "trainer/model.h"
+#include "trainer/models/model.h"
 
 using namespace lmforge;
 using Clock = std::chrono::steady_clock;

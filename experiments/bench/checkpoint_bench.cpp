@@ -14,7 +14,7 @@
 #include "parallel/comm.h"
 #include "parallel/launcher.h"
 #include "trainer/checkpoint.h"
-#include "trainer/config.h"
+#include "experiments/config.h"
 #include "trainer/trainer.h"
 
 using namespace lmforge;

@@ -12,7 +12,7 @@
 
 #include "parallel/launcher.h"
 #include "trainer/generate.h"
-#include "trainer/hf_model.h"
+#include "trainer/models/hf_model.h"
 
 using namespace lmforge;
 using Clock = std::chrono::steady_clock;

@@ -10,11 +10,13 @@
 #include <string>
 
 #include "data/text_dataset.h"
+#include "experiments/config.h"
 #include "parallel/comm.h"
 #include "parallel/launcher.h"
-#include "trainer/config.h"
-#include "trainer/hf_model.h"
-#include "trainer/lora.h"
+#include "trainer/models/hf_model.h"
+#include "trainer/peft/apply.h"
+#include "trainer/peft/lora_run.h"
+#include "trainer/peft/peft_config.h"
 #include "trainer/trainer.h"
 
 using namespace lmforge;

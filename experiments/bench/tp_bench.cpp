@@ -14,9 +14,11 @@
 #include "parallel/grid.h"
 #include "parallel/launcher.h"
 #include "parallel/tensor_parallel.h"
-#include "trainer/lora.h"
-#include "trainer/model.h"
+#include "trainer/models/model.h"
 #include "trainer/optim.h"
+#include "trainer/parallelize.h"
+#include "trainer/peft/apply.h"
+#include "trainer/peft/peft_config.h"
 
 using namespace lmforge;
 using Clock = std::chrono::steady_clock;
@@ -102,7 +104,7 @@ int main(int argc, char** argv) {
     peft.targets = {"all-linear"};  // r = 8 (PEFT's default) on every linear but the head
     trainer::apply_lora(*model, peft);
   }
-  auto plan = parallel::parallelize(*model, grid);
+  auto plan = trainer::parallelize(*model, grid);
   trainer::OptimConfig oc;
   auto optimizer = trainer::make_optimizer(*model, oc);
   auto tokens = torch::randint(0, mc.vocab_size, {B, T + 1}, at::detail::createCPUGenerator(2), torch::kLong);

@@ -9,8 +9,8 @@
 
 #include "data/text_dataset.h"
 #include "parallel/launcher.h"
-#include "trainer/config.h"
-#include "trainer/model.h"
+#include "experiments/config.h"
+#include "trainer/models/model.h"
 #include "trainer/optim.h"
 #include "trainer/trainer.h"
 

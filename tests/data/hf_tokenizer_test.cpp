@@ -7,8 +7,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "data/hf_tokenizer.h"
 #include "core/errors.h"
+#include "data/hf_tokenizer.h"
+#include "experiments/run_models.h"
 #include "trainer/generate.h"
 
 namespace fs = std::filesystem;
@@ -175,7 +176,7 @@ TEST_F(HfTokenizerTest, UnsupportedOrMissingTokenizers) {
 TEST_F(HfTokenizerTest, ModelDirectoriesUseTheirTokenizerForText) {
   fs::copy(std::string(LMFORGE_SOURCE_DIR) + "/tests/fixtures/hf/gpt2", dir_ / "m");
   std::ofstream((dir_ / "m" / "tokenizer.json").string()) << tiny_tokenizer().dump();
-  auto m = trainer::open_model_dir((dir_ / "m").string());
+  auto m = experiments::open_model_dir((dir_ / "m").string());
   ASSERT_TRUE(m.tokenizer);
   auto ids = m.tokenizer->encode("hello world");
   EXPECT_EQ(trainer::score_tokens(*m.model, std::vector<int64_t>(ids.begin(), ids.end())).logprobs.size(), 3u);

@@ -5,7 +5,7 @@
 #include "parallel/comm.h"
 #include "parallel/grad_sync.h"
 #include "tests/parallel/mpi_world.h"
-#include "trainer/model.h"
+#include "trainer/models/model.h"
 
 using namespace lmforge;
 using lmforge::testing::world;

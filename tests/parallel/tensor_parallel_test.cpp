@@ -8,12 +8,16 @@
 
 #include <filesystem>
 
+#include "core/errors.h"
 #include "parallel/grid.h"
 #include "parallel/tensor_parallel.h"
 #include "tests/parallel/mpi_world.h"
-#include "core/errors.h"
 #include "trainer/generate.h"
-#include "trainer/lora.h"
+#include "trainer/parallelize.h"
+#include "trainer/peft/adapter_dir.h"
+#include "trainer/peft/apply.h"
+#include "trainer/peft/peft_config.h"
+#include "trainer/tp_layers.h"
 #include "trainer/trainer.h"
 
 using namespace lmforge;
@@ -134,7 +138,7 @@ void expect_matches_single_device(const trainer::ModelConfig& mc) {
   auto reference = trainer::build_model(mc);
   torch::manual_seed(11);
   auto model = trainer::build_model(mc);
-  auto plan = parallel::parallelize(*model, grid());
+  auto plan = trainer::parallelize(*model, grid());
   EXPECT_LT(model->num_parameters(), reference->num_parameters());  // each rank holds a share
 
   auto tokens = torch::randint(0, mc.vocab_size, {2, 12}, at::detail::createCPUGenerator(3), torch::kLong);
@@ -168,7 +172,7 @@ TEST(TensorParallelModel, ALayerThatDoesNotDivideIsRefusedNamingIt) {
   mc.vocab_size = 33;
   auto model = trainer::build_model(mc);
   try {
-    parallel::parallelize(*model, grid());
+    trainer::parallelize(*model, grid());
     FAIL() << "expected InputError";
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("model.embed_tokens has 33 vocabulary rows"), std::string::npos) << e.what();
@@ -184,7 +188,7 @@ TEST(TensorParallelGrid, LayoutErrorsNameTheKeysAndNumbers) {
     EXPECT_NE(std::string(e.what()).find("parallel.dp x parallel.tp is 3 x 2 = 6 but 4 ranks"), std::string::npos);
   }
   auto mc = llama_gqa();
-  auto errors = parallel::tp_layout_errors(mc, 4);  // 4 heads divide; 2 kv heads do not
+  auto errors = trainer::tp_layout_errors(mc, 4);  // 4 heads divide; 2 kv heads do not
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].first, "n_kv_heads");
   EXPECT_NE(errors[0].second.find("model.n_kv_heads 2"), std::string::npos);
@@ -207,7 +211,7 @@ trainer::TrainerSettings settings(trainer::CausalLMImpl& model, parallel::Grid* 
   int64_t dp = 1;
   if (tp_grid) {
     s.grid = tp_grid;
-    s.tp = parallel::parallelize(model, *tp_grid);
+    s.tp = trainer::parallelize(model, *tp_grid);
     dp = tp_grid->dp_size();
   }
   s.train.micro_batch_size = 4;
@@ -285,7 +289,7 @@ void expect_lora_matches_single_device(const trainer::ModelConfig& mc, const tra
   auto& tp = grid().tp();
   auto reference = adapted_model(mc, p);
   auto model = adapted_model(mc, p);
-  auto plan = parallel::parallelize(*model, grid());
+  auto plan = trainer::parallelize(*model, grid());
   auto tokens = torch::randint(0, mc.vocab_size, {2, 12}, at::detail::createCPUGenerator(3), torch::kLong);
   auto targets = torch::roll(tokens, -1, 1);
   torch::manual_seed(21);
@@ -328,7 +332,7 @@ TEST(TensorParallelLora, Gpt2WithFusedQkvMatchesOneDevice) {
 
 TEST(TensorParallelLora, AdaptersFollowTheirBaseLayersSharding) {
   auto model = adapted_model(llama_gqa(), lora_config(false));
-  auto plan = parallel::parallelize(*model, grid());
+  auto plan = trainer::parallelize(*model, grid());
   auto params = model->named_parameters();
   // q_proj: (32, 32) column-parallel -> B (16, 4) sharded, A (4, 32) whole.
   EXPECT_EQ(params["model.layers.0.self_attn.q_proj.lora_B.weight"].sizes(), (std::vector<int64_t>{16, 4}));
@@ -341,7 +345,7 @@ TEST(TensorParallelLora, AdaptersFollowTheirBaseLayersSharding) {
   dora.method = "dora";
   auto dora_model = adapted_model(llama_gqa(), dora);
   try {
-    parallel::parallelize(*dora_model, grid());
+    trainer::parallelize(*dora_model, grid());
     FAIL() << "expected InputError";
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("peft.method dora with parallel.tp"), std::string::npos) << e.what();
@@ -433,8 +437,8 @@ TEST(TensorParallelInference, ScoresAndGreedyIdsEqualOneDevice) {
     auto reference = trainer::build_model(mc);
     torch::manual_seed(11);
     auto model = trainer::build_model(mc);
-    parallel::parallelize(*model, grid());
-    parallel::InferenceView view(*model);
+    trainer::parallelize(*model, grid());
+    trainer::InferenceView view(*model);
     std::vector<int64_t> ids = {1, 25, 9, 3, 17, 28};
     auto want = trainer::score_tokens(*reference, ids);
     auto got = trainer::score_tokens(*model, ids);
@@ -450,8 +454,8 @@ TEST(TensorParallelInference, ScoresAndGreedyIdsEqualOneDevice) {
   // Gone with the view: the head returns vocab slices again, for the vocab-parallel loss.
   torch::manual_seed(11);
   auto model = trainer::build_model(llama_gqa());
-  parallel::parallelize(*model, grid());
-  { parallel::InferenceView view(*model); }
+  trainer::parallelize(*model, grid());
+  { trainer::InferenceView view(*model); }
   EXPECT_EQ(model->forward(torch::zeros({1, 3}, torch::kLong)).size(-1), 32 / kTp);
 }
 

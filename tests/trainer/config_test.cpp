@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "trainer/config.h"
+#include "experiments/config.h"
 #include "core/config_reader.h"
 
 namespace fs = std::filesystem;

@@ -10,7 +10,7 @@
 
 #include "core/errors.h"
 #include "trainer/generate.h"
-#include "trainer/hf_model.h"
+#include "trainer/models/hf_model.h"
 
 using namespace lmforge;
 using namespace lmforge::trainer;

@@ -7,10 +7,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "trainer/config.h"
+#include "experiments/config.h"
 #include "core/errors.h"
 #include "trainer/generate.h"
-#include "trainer/hf_model.h"
+#include "trainer/models/hf_model.h"
 #include "core/safetensors.h"
 
 namespace fs = std::filesystem;

@@ -8,12 +8,15 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
-#include "trainer/config.h"
 #include "core/config_reader.h"
 #include "core/errors.h"
-#include "trainer/lora.h"
-#include "trainer/optim.h"
 #include "core/safetensors.h"
+#include "experiments/config.h"
+#include "trainer/optim.h"
+#include "trainer/peft/adapter_dir.h"
+#include "trainer/peft/apply.h"
+#include "trainer/peft/lora_layer.h"
+#include "trainer/peft/peft_config.h"
 
 namespace fs = std::filesystem;
 using namespace lmforge;

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "trainer/model.h"
+#include "trainer/models/model.h"
 
 using namespace lmforge::trainer;
 

@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "trainer/model.h"
+#include "trainer/models/model.h"
 #include "trainer/optim.h"
 
 using namespace lmforge::trainer;

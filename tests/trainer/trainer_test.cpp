@@ -53,7 +53,7 @@ TinyRun train_tiny(const std::string& precision, int64_t steps, bool poison = fa
   s.train.grad_accum_steps = 2;
   s.train.seq_len = 32;
   s.train.log_every = 1000;
-  s.train.precision = precision;
+  s.train.precision = precision == "bf16" ? Precision::bf16 : Precision::fp32;
   s.optim.lr = 3e-3;
   s.schedule.warmup_steps = 3;
   s.eval.max_batches = 2;

@@ -1,6 +1,6 @@
-// trainer/hf_model.h -- Hugging Face model directories: config.json <-> ModelConfig, loading
+// trainer/models/hf_model.h -- Hugging Face model directories: config.json <-> ModelConfig, loading
 // weights (single file or sharded, any float dtype) into a built model, and saving a directory.
-// The models themselves live in model.h; tokenizers and generation live elsewhere.
+// What differs by family (keys, names, transposes) is the family's; tokenizers live in data/.
 #pragma once
 
 #include <torch/torch.h>
@@ -10,17 +10,17 @@
 #include <string>
 #include <vector>
 
-#include "trainer/model.h"
+#include "trainer/models/model.h"
 
 namespace lmforge::trainer {
 
-// Reads DIR/config.json (llama, mistral, qwen2, gpt2; transformers v4 and v5 rope spellings)
+// Reads DIR/config.json (any registered family's model_type; transformers v4 and v5 spellings)
 // into a ModelConfig with from = DIR. Throws InputError naming the file and the key.
 ModelConfig read_hf_config(const std::string& dir);
 
 // Copies the weights of cfg.from into `model` (built from cfg), converting each tensor to the
 // parameter's dtype. Accepts model.safetensors or a sharded index; GPT-2 Conv1D weights are
-// transposed; keys with or without the `transformer.`/`model.` prefix; stray buffers ignored.
+// transposed; keys with or without the family's prefix; stray buffers ignored.
 // Missing, unexpected and mis-shaped tensors are all listed in one InputError.
 void load_hf_weights(CausalLMImpl& model, const ModelConfig& cfg);
 

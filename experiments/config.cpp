@@ -1,11 +1,13 @@
-// trainer/config.cpp -- assembles the sections in their canonical order and checks the rules
+// experiments/config.cpp -- assembles the sections in their canonical order and checks the rules
 // that span sections. What each key means is defined by its module's read_*_config.
-#include "trainer/config.h"
+#include "experiments/config.h"
 
 #include <yaml-cpp/yaml.h>
 
-#include "parallel/grid.h"
 #include "core/config_reader.h"
+#include "data/hf_tokenizer.h"
+#include "trainer/parallelize.h"
+#include "trainer/peft/apply.h"
 
 #include <map>
 
@@ -54,7 +56,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     train.error("seq_len", "train.seq_len " + std::to_string(c.train.seq_len) + " exceeds model.max_seq_len " +
                                std::to_string(c.model.max_seq_len));
   if (c.model.from.empty()) {  // with model.from the sizes come from its config.json: parallelize() checks them
-    for (const auto& [key, message] : parallel::tp_layout_errors(c.model, c.parallel.tp)) parallel.error("tp", message);
+    for (const auto& [key, message] : trainer::tp_layout_errors(c.model, c.parallel.tp)) parallel.error("tp", message);
   }
   if (c.peft.method == "dora" && c.parallel.tp > 1)  // LoRA adapters are sharded with their base layers
     parallel.error("tp", "peft.method dora with parallel.tp " + std::to_string(c.parallel.tp) +
@@ -71,6 +73,11 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   out << resolved;
   c.resolved_yaml = std::string(out.c_str()) + "\n";
   return c;
+}
+
+std::unique_ptr<data::Tokenizer> make_config_tokenizer(const Config& cfg) {
+  std::unique_ptr<data::Tokenizer> tokenizer = cfg.model.from.empty() ? nullptr : data::load_hf_tokenizer(cfg.model.from);
+  return tokenizer ? std::move(tokenizer) : data::make_tokenizer(cfg.tokenizer);
 }
 
 static void flatten(const YAML::Node& node, const std::string& path, std::map<std::string, std::string>& out) {
