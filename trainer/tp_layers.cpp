@@ -27,7 +27,7 @@ ColumnParallelLinearImpl::ColumnParallelLinearImpl(const DenseLinearImpl& full, 
 ColumnParallelLinearImpl::ColumnParallelLinearImpl(const torch::Tensor& full_weight, const torch::Tensor& full_bias,
                                                    parallel::Comm& tp, int64_t groups, std::shared_ptr<parallel::SharedCopyTo> copy)
     : tp(tp), copy(std::move(copy)) {
-  ShardSpec spec{0, groups};
+  parallel::ShardSpec spec{0, groups};
   weight = tp_param(*this, "weight", shard_of(full_weight, spec, tp.rank(), tp.size()), full_weight);
   if (full_bias.defined()) bias = tp_param(*this, "bias", shard_of(full_bias, spec, tp.rank(), tp.size()), full_bias);
 }

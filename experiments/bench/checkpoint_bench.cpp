@@ -53,7 +53,7 @@ double raw_write_seconds(const fs::path& path, uint64_t bytes) {
 int main(int argc, char** argv) {
   std::string config_path = argc > 1 ? argv[1] : "configs/quickstart.yaml";
   Config cfg = load_config(config_path, {"train.max_steps=6", "checkpoint.every_steps=0", "checkpoint.save_final=false"});
-  parallel::configure_threads(cfg.parallel, parallel::detect_launch_env(), cfg.train.precision == "bf16");
+  parallel::configure_threads(cfg.parallel, parallel::detect_launch_env(), cfg.train.precision == trainer::Precision::bf16);
   fs::path dir = fs::temp_directory_path() / ("lmforge_ckpt_bench_" + std::to_string(::getpid()));
   auto self = parallel::make_self_comm();
   torch::manual_seed(0);

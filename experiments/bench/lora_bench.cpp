@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   int64_t steps = argc > 3 ? std::stoll(argv[3]) : 10;
   const int64_t warmup = 2;  // the first steps allocate the optimizer state and warm the allocator
   Config cfg = load_config(config_path, {"checkpoint.every_steps=0", "checkpoint.save_final=false"});
-  parallel::configure_threads(cfg.parallel, parallel::detect_launch_env(), cfg.train.precision == "bf16");
+  parallel::configure_threads(cfg.parallel, parallel::detect_launch_env(), cfg.train.precision == trainer::Precision::bf16);
   fs::path dir = fs::temp_directory_path() / ("lmforge_lora_bench_" + std::to_string(::getpid()));
   auto self = parallel::make_self_comm();
   torch::manual_seed(0);

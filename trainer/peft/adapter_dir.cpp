@@ -89,7 +89,7 @@ PeftConfig read_peft_adapter_config(const std::string& dir) {
   const json& targets = j.contains("target_modules") ? j["target_modules"] : json(nullptr);
   if (targets.is_string()) {
     std::string t = targets.get<std::string>();
-    c.targets = {t == kAllLinear ? t : "(?:" + t + ")"};  // PEFT full-matches a string as a regex
+    c.targets = {t == kAllLinearTargets ? t : "(?:" + t + ")"};  // PEFT full-matches a string as a regex
   } else {
     c.targets = json_field<std::vector<std::string>>(j, "target_modules", {}, file);
   }
@@ -133,4 +133,5 @@ LoraSummary load_peft_adapter(CausalLMImpl& model, const std::string& dir) {
 PeftConfig effective_peft_config(const PeftConfig& cfg) {
   return cfg.from.empty() ? cfg : read_peft_adapter_config(cfg.from);
 }
+
 }  // namespace lmforge::trainer

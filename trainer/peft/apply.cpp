@@ -218,4 +218,5 @@ void load_trainable_tensors(CausalLMImpl& model, const NamedTensors& tensors, co
   torch::NoGradGuard no_grad;
   for (const auto& [name, t] : tensors) params[name].copy_(t);
 }
+
 }  // namespace lmforge::trainer

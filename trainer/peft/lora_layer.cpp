@@ -56,4 +56,5 @@ torch::Tensor LoraLinearImpl::merged_weight() const {
     merged = merged * (lora_magnitude_vector.to(torch::kFloat) / merged.norm(2, {1})).unsqueeze(1);
   return merged.to(weight.scalar_type());
 }
+
 }  // namespace lmforge::trainer

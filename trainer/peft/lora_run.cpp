@@ -11,6 +11,7 @@
 #include <set>
 
 #include "core/digest.h"
+#include "core/files.h"
 #include "core/errors.h"
 #include "trainer/models/hf_model.h"
 #include "trainer/peft/adapter_dir.h"
@@ -64,4 +65,5 @@ void save_lora_run_export(CausalLMImpl& model, const ModelConfig& model_cfg, con
   merge_lora(model);
   save_run_export(model, model_cfg, run_dir);
 }
+
 }  // namespace lmforge::trainer

@@ -12,6 +12,7 @@
 
 #include "core/config_reader.h"
 #include "core/errors.h"
+#include "trainer/peft/adapter_dir.h"
 
 namespace lmforge::trainer {
 
@@ -61,4 +62,5 @@ void read_peft_config(config::Section& s, PeftConfig& c) {
     }
   }
 }
+
 }  // namespace lmforge::trainer
