@@ -12,7 +12,7 @@ namespace lmforge::data {
 struct TemplateNode;
 
 // No Debian package offers Jinja for C++, so this is a small hand-written interpreter of what chat
-// templates use (see chat_template.cpp). Environment as transformers': trim_blocks, lstrip_blocks,
+// templates use (see data/jinja/). Environment as transformers': trim_blocks, lstrip_blocks,
 // loop controls, raise_exception, strftime_now and HF's tojson. A construct outside the subset is an
 // InputError naming it; it never renders something Jinja2 would render differently on purpose.
 class ChatTemplate {
