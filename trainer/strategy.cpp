@@ -49,7 +49,6 @@ class DataParallel : public Strategy {
     describe(out.trainer_state);
   }
   void load(const std::string& dir, const nlohmann::json& state) override {
-    check_layout(dir, state);
     std::string file = dir + "/" + checkpoint_file::kOptimizer;
     load_adamw_state(*optimizer_, named_params(), local(load_safetensors(file)), file);
   }
@@ -61,7 +60,7 @@ class DataParallel : public Strategy {
     state["zero"] = options_.zero;
     state["tp"] = options_.grid ? options_.grid->tp_size() : 1;
   }
-  void check_layout(const std::string& dir, const nlohmann::json& state) const {
+  void check_resumable(const std::string& dir, const nlohmann::json& state) const override {
     const bool saved_zero = state.at("zero").get<bool>();
     const int saved_world = state.at("world_size").get<int>();
     if (saved_zero != options_.zero || (options_.zero && saved_world != world_.size()))
@@ -101,7 +100,6 @@ class Zero1 : public DataParallel {
     describe(out.trainer_state);
   }
   void load(const std::string& dir, const nlohmann::json& state) override {
-    check_layout(dir, state);
     std::string file = dir + "/" + checkpoint_file::optimizer_shard(world_.rank());
     load_adamw_state(zero_->optimizer(), shard_params(), load_safetensors(file), file);
   }

@@ -41,6 +41,9 @@ class Strategy : public CheckpointComponent {
   virtual NamedTensors local(const NamedTensors& full) = 0;
   // Whether saving needs every rank (tensors gathered) or rank 0 alone.
   virtual bool gathers_on_save() const = 0;
+  // InputError when a checkpoint saved with trainer_state `state` cannot resume under this strategy
+  // (checked before any tensor is read).
+  virtual void check_resumable(const std::string& dir, const nlohmann::json& state) const = 0;
 };
 
 struct StrategyOptions {

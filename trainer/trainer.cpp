@@ -404,8 +404,10 @@ std::string Trainer::save_checkpoint() {
 void Trainer::load_checkpoint(const std::string& dir) {
   std::ifstream state_in(dir + "/" + checkpoint_file::kTrainerState);
   auto state = nlohmann::json::parse(state_in);
+  strategy_->check_resumable(dir, state);
+  state_.front()->load(dir, state);  // the weights first: a model that does not fit is the error to report
   strategy_->load(dir, state);
-  for (auto& part : state_) part->load(dir, state);
+  for (size_t i = 1; i < state_.size(); ++i) state_[i]->load(dir, state);
 }
 
 void Trainer::save_final_weights() {

@@ -20,8 +20,6 @@ namespace F = torch::nn::functional;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-const std::string kAllLinearTargetsTargets = "all-linear";
-
 bool has_regex_chars(const std::string& target) { return target.find_first_of("\\^$.|?*+()[]{}") != std::string::npos; }
 
 bool targets_are_regex(const std::vector<std::string>& targets) { return targets.size() == 1 && has_regex_chars(targets[0]); }

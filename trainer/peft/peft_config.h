@@ -38,7 +38,7 @@ struct PeftConfig {
 void read_peft_config(config::Section& s, PeftConfig& c);
 
 // The target spellings peft.targets accepts besides module-name suffixes.
-extern const std::string kAllLinearTargets;  // every linear but the output head
+inline const std::string kAllLinearTargets = "all-linear";  // every linear but the output head
 // A single target with regex characters is a regex over the qualified name; otherwise suffixes.
 bool targets_are_regex(const std::vector<std::string>& targets);
 bool has_regex_chars(const std::string& target);
