@@ -58,7 +58,7 @@ class DataParallel : public Strategy {
   void describe(nlohmann::json& state) const {
     state["world_size"] = world_.size();
     state["zero"] = options_.zero;
-    state["tp"] = options_.grid ? options_.grid->tp_size() : 1;
+    state["tp"] = options_.tp && options_.grid ? options_.grid->tp_size() : 1;
   }
   void check_resumable(const std::string& dir, const nlohmann::json& state) const override {
     const bool saved_zero = state.at("zero").get<bool>();
@@ -143,7 +143,7 @@ class TensorParallelDP : public DataParallel {
 }  // namespace
 
 std::unique_ptr<Strategy> make_strategy(torch::nn::Module& model, const StrategyOptions& options, parallel::Comm& comm) {
-  parallel::Comm& dp = options.grid ? options.grid->dp() : comm;
+  parallel::Comm& dp = options.tp && options.grid ? options.grid->dp() : comm;  // tp = 1: every rank is dp
   if (options.tp) return std::make_unique<TensorParallelDP>(model, options, comm, dp);
   if (options.zero) return std::make_unique<Zero1>(model, options, comm, dp);
   return std::make_unique<DataParallel>(model, options, comm, dp);

@@ -256,9 +256,7 @@ Trainer::Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data:
       metrics_(metrics),
       comm_(comm),
       dp_(s_.grid ? s_.grid->dp() : comm) {
-  StrategyOptions options{s_.optim, s_.bucket_mb, s_.zero, s_.grid, s_.tp};
-  if (!s_.tp) options.grid = nullptr;  // tp = 1: every rank of `comm` is data parallel
-  strategy_ = make_strategy(*model_, options, comm_);
+  strategy_ = make_strategy(*model_, {s_.optim, s_.bucket_mb, s_.zero, s_.grid, s_.tp}, comm_);
   state_.push_back(std::make_unique<Weights>(*model_, *strategy_, s_.base_reference));
   state_.push_back(std::make_unique<SamplerState>(*train_data_));
   state_.push_back(std::make_unique<GeneratorState>(comm_.rank()));
