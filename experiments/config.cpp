@@ -58,7 +58,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   if (c.model.from.empty()) {  // with model.from the sizes come from its config.json: parallelize() checks them
     for (const auto& [key, message] : trainer::tp_layout_errors(c.model, c.parallel.tp)) parallel.error("tp", message);
   }
-  if (c.peft.method == "dora" && c.parallel.tp > 1)  // LoRA adapters are sharded with their base layers
+  if (c.peft.method == trainer::PeftMethod::dora && c.parallel.tp > 1)  // LoRA adapters are sharded with their base layers
     parallel.error("tp", "peft.method dora with parallel.tp " + std::to_string(c.parallel.tp) +
                              " is not supported: DoRA's row norms need the whole weight; use peft.method lora or "
                              "parallel.tp: 1");

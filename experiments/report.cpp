@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "core/files.h"
+#include "core/run_dir.h"
 #include "experiments/run_record.h"
 #include "experiments/runs.h"
 #include "core/errors.h"
@@ -81,10 +82,10 @@ struct Run {
 Run read_run(const std::string& dir) {
   Run r;
   r.dir = dir;
-  r.meta = json::parse(read_file_or_empty(fs::path(fs::path(dir) / "meta.json").string()), nullptr, false);
+  r.meta = json::parse(read_file_or_empty(RunDir{dir}.meta()), nullptr, false);
   if (r.meta.is_discarded() || !r.meta.is_object()) throw InputError(dir + "/meta.json is missing or not JSON");
-  r.config = read_file_or_empty(fs::path(fs::path(dir) / "config.yaml").string());
-  std::ifstream in(fs::path(dir) / "metrics.jsonl");
+  r.config = read_file_or_empty(RunDir{dir}.config());
+  std::ifstream in(RunDir{dir}.metrics());
   std::string line;
   while (std::getline(in, line)) {
     json row = json::parse(line, nullptr, false);

@@ -46,8 +46,8 @@ LoadedModel open_model_dir(const std::string& dir) {
   std::string hf_dir;
   if (fs::exists(fs::path(dir) / "config.json")) {
     hf_dir = dir;
-  } else if (fs::exists(fs::path(dir) / "export" / "config.json")) {
-    hf_dir = (fs::path(dir) / "export").string();
+  } else if (fs::exists(fs::path(RunDir{dir}.export_dir()) / "config.json")) {
+    hf_dir = RunDir{dir}.export_dir();
   }
   if (!hf_dir.empty()) {
     out.model = load_hf_model(hf_dir, &out.config);
@@ -61,7 +61,7 @@ LoadedModel open_model_dir(const std::string& dir) {
     out.kind = "hf";
     return out;
   }
-  fs::path yaml = fs::path(dir) / "config.yaml", weights = fs::path(dir) / "model.safetensors";
+  fs::path yaml = RunDir{dir}.config(), weights = RunDir{dir}.final_weights();
   if (!fs::exists(yaml) || !fs::exists(weights))
     throw InputError(dir + ": neither an HF model directory (config.json) nor an lmforge run directory "
                            "(config.yaml + model.safetensors)");

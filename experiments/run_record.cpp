@@ -38,7 +38,7 @@ void read_run_config(config::Section& s, RunConfig& c) {
 }
 
 void read_logging_config(config::Section& s, LoggingConfig& c) {
-  s.field("progress", c.progress, {"auto", "always", "never"});
+  s.choice("progress", c.progress, {{"auto", Progress::on_terminal}, {"always", Progress::always}, {"never", Progress::never}});
   s.field("tensorboard", c.tensorboard);
 }
 
@@ -161,7 +161,7 @@ std::string find_unfinished_run(const std::string& output_dir, const std::string
   std::vector<std::string> runs;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(fs::path(output_dir) / name, ec))
-    if (e.is_directory() && fs::exists(e.path() / "meta.json")) runs.push_back(e.path().string());
+    if (e.is_directory() && fs::exists(RunDir{e.path().string()}.meta())) runs.push_back(e.path().string());
   std::sort(runs.rbegin(), runs.rend());  // run ids start with their UTC start time
   for (const auto& dir : runs) {
     std::ifstream in(RunDir{dir}.meta());

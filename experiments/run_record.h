@@ -28,8 +28,10 @@ struct RunConfig {
 };
 void read_run_config(config::Section& s, RunConfig& c);
 
+enum class Progress { on_terminal, always, never };  // logging.progress: auto | always | never
+
 struct LoggingConfig {
-  std::string progress = "auto";  // auto: a live line on a terminal, a line per log_every otherwise
+  Progress progress = Progress::on_terminal;  // auto: a live line on a terminal, a line per log_every otherwise
   bool tensorboard = false;       // also write every metrics row to <run>/tensorboard/ event files
 };
 void read_logging_config(config::Section& s, LoggingConfig& c);

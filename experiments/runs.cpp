@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/files.h"
+#include "core/run_dir.h"
 #include "experiments/config.h"
 #include "core/errors.h"
 
@@ -23,7 +24,7 @@ namespace lmforge::experiments {
 namespace {
 
 json read_meta(const std::string& dir) {
-  json meta = json::parse(read_file_or_empty(fs::path(fs::path(dir) / "meta.json").string()), nullptr, false);
+  json meta = json::parse(read_file_or_empty(RunDir{dir}.meta()), nullptr, false);
   if (meta.is_discarded() || !meta.is_object()) throw InputError(dir + "/meta.json is missing or not JSON");
   return meta;
 }
@@ -35,7 +36,7 @@ struct FinalMetrics {
 
 FinalMetrics final_metrics(const std::string& dir) {
   FinalMetrics f;
-  std::ifstream in(fs::path(dir) / "metrics.jsonl");
+  std::ifstream in(RunDir{dir}.metrics());
   std::string line;
   while (std::getline(in, line)) {
     json row = json::parse(line, nullptr, false);
@@ -70,7 +71,7 @@ std::vector<std::string> run_dirs(const std::string& output_dir) {
   std::error_code ec;
   for (const auto& name : fs::directory_iterator(output_dir, ec))
     for (const auto& run : fs::directory_iterator(name.path(), ec))
-      if (fs::exists(run.path() / "meta.json")) dirs.push_back(run.path().string());
+      if (fs::exists(RunDir{run.path().string()}.meta())) dirs.push_back(run.path().string());
   std::sort(dirs.begin(), dirs.end(), [](const std::string& a, const std::string& b) {
     return fs::path(a).filename() > fs::path(b).filename();  // run ids start with their UTC start time
   });
@@ -86,7 +87,7 @@ std::string list_runs(const std::string& output_dir) {
                 "LOSS", "EVAL", "DATASET", "STARTED");
   out << line;
   for (const auto& dir : run_dirs(output_dir)) {
-    json meta = json::parse(read_file_or_empty(fs::path(fs::path(dir) / "meta.json").string()), nullptr, false);
+    json meta = json::parse(read_file_or_empty(RunDir{dir}.meta()), nullptr, false);
     if (meta.is_discarded()) continue;
     FinalMetrics f = final_metrics(dir);
     std::snprintf(line, sizeof line, "%-24s %-16s %-12s %7s %9s %9s %-14s %s\n", text(meta["run_id"]).c_str(),
@@ -99,7 +100,7 @@ std::string list_runs(const std::string& output_dir) {
 }
 
 std::string resolve_run(const std::string& run, const std::string& output_dir) {
-  if (fs::exists(fs::path(run) / "meta.json")) return run;
+  if (fs::exists(RunDir{run}.meta())) return run;
   for (const auto& dir : run_dirs(output_dir))
     if (fs::path(dir).filename() == run) return dir;
   throw InputError("run '" + run + "': not a run directory, and no run with that id under '" + output_dir + "'");
@@ -124,7 +125,7 @@ std::string show_run(const std::string& run_dir) {
       << "  eval_loss " << number(f.eval, "eval_loss") << "  eval_ppl " << number(f.eval, "eval_ppl", "%.2f") << "\n";
   std::vector<std::string> checkpoints;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(fs::path(run_dir) / "checkpoints", ec))
+  for (const auto& e : fs::directory_iterator(RunDir{run_dir}.checkpoints(), ec))
     if (e.is_directory()) checkpoints.push_back(e.path().filename().string());
   std::sort(checkpoints.begin(), checkpoints.end());
   out << "checkpoints";
@@ -136,7 +137,7 @@ std::string show_run(const std::string& run_dir) {
 void write_model_card(const std::string& run_dir, const std::string& export_dir) {
   json meta = read_meta(run_dir);
   FinalMetrics f = final_metrics(run_dir);
-  std::string config = read_file_or_empty(fs::path(fs::path(run_dir) / "config.yaml").string());
+  std::string config = read_file_or_empty(RunDir{run_dir}.config());
   json model = meta.value("model", json::object());
   std::string base = "a random initialisation (seed " + text(meta["seed"]) + ")";
   if (config.find("\n  from: ") != std::string::npos) {
@@ -190,7 +191,7 @@ std::string diff_runs(const std::string& run_a, const std::string& run_b) {
   json a = read_meta(run_a), b = read_meta(run_b);
   std::ostringstream out;
   out << "A: " << run_a << "\nB: " << run_b << "\n\nconfig (A vs B):\n";
-  auto differences = config_differences(read_file_or_empty(fs::path(fs::path(run_a) / "config.yaml").string()), read_file_or_empty(fs::path(fs::path(run_b) / "config.yaml").string()));
+  auto differences = config_differences(read_file_or_empty(RunDir{run_a}.config()), read_file_or_empty(RunDir{run_b}.config()));
   if (differences.empty()) out << "  (identical)\n";
   for (const auto& d : differences) out << "  " << d << "\n";
   auto row = [&](const std::string& what, const std::string& va, const std::string& vb, bool mark = true) {
@@ -233,7 +234,7 @@ std::string diff_runs(const std::string& run_a, const std::string& run_b) {
 
 std::map<std::string, double> last_eval_metrics(const std::string& run_dir) {
   std::map<std::string, double> out;
-  std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
+  std::ifstream in(RunDir{run_dir}.metrics());
   std::string line;
   while (std::getline(in, line)) {
     json row = json::parse(line, nullptr, false);

@@ -98,13 +98,14 @@ std::vector<std::string> gather_hosts(parallel::Comm& comm) {
 }
 
 // parallel.backend resolved against the device: NCCL carries CUDA tensors, MPI CPU ones.
-std::string resolve_backend(const std::string& requested, const parallel::DeviceChoice& device) {
-  std::string backend = requested == "auto" ? (device.cuda ? "nccl" : "mpi") : requested;
-  if (backend == "nccl" && !device.cuda)
+parallel::Backend resolve_backend(parallel::Backend requested, const parallel::DeviceChoice& device) {
+  using parallel::Backend;
+  Backend backend = requested == Backend::automatic ? (device.cuda ? Backend::nccl : Backend::mpi) : requested;
+  if (backend == Backend::nccl && !device.cuda)
     throw InputError("parallel.backend: nccl carries CUDA tensors, but train.device resolved to cpu");
-  if (backend == "mpi" && device.cuda)
+  if (backend == Backend::mpi && device.cuda)
     throw InputError("parallel.backend: mpi carries CPU tensors, but train.device resolved to cuda; use nccl or auto");
-  if (backend == "nccl" && !parallel::nccl_available())
+  if (backend == Backend::nccl && !parallel::nccl_available())
     throw InputError("parallel.backend: nccl, but this lmforge was built without NCCL");
   return backend;
 }
@@ -157,7 +158,7 @@ void train_loop(const Config& cfg, const TrainInputs& in, RunRecord* record, par
   settings.lineage = in.lineage;
   settings.base_reference = in.base_reference;
   settings.on_eval = eval_suites_hook(cfg, in, record);
-  settings.live_progress = cfg.logging.progress == "always" || (cfg.logging.progress == "auto" && isatty(2));
+  settings.live_progress = cfg.logging.progress == Progress::always || (cfg.logging.progress == Progress::on_terminal && isatty(2));
   auto sampler = std::make_unique<data::ShardSampler>(in.train, static_cast<uint64_t>(cfg.run.seed));
   std::vector<data::Batch> eval_batches;
   if (in.eval) eval_batches = in.eval->leading_batches(cfg.train.micro_batch_size, cfg.train.micro_batch_size * cfg.eval.max_batches);
@@ -197,7 +198,7 @@ void apply_peft(const Config& cfg, TrainInputs& in, parallel::Comm& control) {
   in.base_reference = parallel::broadcast_string(control, in.base_reference, 0);
   trainer::LoraSummary summary = cfg.peft.from.empty() ? trainer::apply_lora(*in.model, cfg.peft)
                                                        : trainer::load_peft_adapter(*in.model, cfg.peft.from);
-  log::line("peft " + trainer::effective_peft_config(cfg.peft).method + " on " + in.base_dir + ": " +
+  log::line(std::string("peft ") + trainer::peft_method_name(trainer::effective_peft_config(cfg.peft).method) + " on " + in.base_dir + ": " +
                 trainer::describe_trainable(summary),
             is_root);
 }
@@ -210,7 +211,7 @@ std::pair<std::string, std::string> choose_resume(const Config& cfg, parallel::C
     const auto& c = cfg.checkpoint;
     if (c.resume == "auto") {
       run = find_unfinished_run(cfg.run.output_dir, cfg.run.name);
-      if (!run.empty()) checkpoint = trainer::find_latest_checkpoint(run + "/checkpoints", c.on_corrupt);
+      if (!run.empty()) checkpoint = trainer::find_latest_checkpoint(RunDir{run}.checkpoints(), c.on_corrupt);
     } else if (c.resume != "never") {
       std::string reason = trainer::verify_checkpoint(c.resume);
       if (!reason.empty()) throw InputError("checkpoint.resume: " + c.resume + ": " + reason);
@@ -227,7 +228,7 @@ struct Processes {
   parallel::LaunchEnv env;
   std::unique_ptr<parallel::Comm> control, nccl;
   parallel::DeviceChoice device;
-  std::string backend;
+  parallel::Backend backend = parallel::Backend::mpi;
   int threads = 1;
   std::vector<std::string> hosts;
   parallel::Comm& training() { return nccl ? *nccl : *control; }
@@ -266,7 +267,7 @@ void configure_processes(Processes& p, const Config& cfg) {
 parallel::Comm& place_model(Processes& p, trainer::CausalLMImpl& model, const Config& cfg) {
   if (p.device.cuda) model.to(torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(p.device.index)));
   p.hosts = gather_hosts(*p.control);
-  if (p.backend == "nccl" && p.control->size() > 1)
+  if (p.backend == parallel::Backend::nccl && p.control->size() > 1)
     p.nccl = parallel::make_nccl_comm(*p.control, p.device.index, cfg.parallel.timeout_s);
   return p.training();
 }

@@ -11,6 +11,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/run_dir.h"
 #include "data/tokenizer.h"
 #include "experiments/config.h"
 #include "experiments/eval_suite.h"
@@ -44,13 +45,13 @@ namespace {
 // The run a model directory belongs to: the run directory itself, or the run its export/ sits in.
 std::string run_of(const std::string& model_dir) {
   for (const fs::path& dir : {fs::path(model_dir), fs::path(model_dir) / ".."})
-    if (fs::exists(dir / "meta.json") && fs::exists(dir / "metrics.jsonl")) return dir.lexically_normal().string();
+    if (fs::exists(RunDir{dir.string()}.meta()) && fs::exists(RunDir{dir.string()}.metrics())) return dir.lexically_normal().string();
   return "";
 }
 
 // The last training step a run logged; 0 when none.
 int64_t last_step(const std::string& run_dir) {
-  std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
+  std::ifstream in(RunDir{run_dir}.metrics());
   int64_t step = 0;
   std::string line;
   while (std::getline(in, line)) {
@@ -79,7 +80,7 @@ json evaluate_model(const std::string& model_dir, const std::string& adapter_dir
   const std::string run_dir = run_of(evaluated);
   const std::string model_run = run_of(model_dir).empty() ? run_dir : run_of(model_dir);
   if (!m.tokenizer && !model_run.empty())  // a run's export of a byte-level model has no tokenizer files
-    m.tokenizer = data::make_tokenizer(load_config(model_run + "/config.yaml").tokenizer);
+    m.tokenizer = data::make_tokenizer(load_config(RunDir{model_run}.config()).tokenizer);
   if (!m.tokenizer) throw InputError(model_dir + ": no tokenizer lmforge can read in this directory; eval needs one");
   if (m.config.eos_token_ids.empty()) m.config.eos_token_ids = {m.tokenizer->eos_id()};
   experiments::EvalModel em{*m.model, *m.tokenizer, m.config.eos_token_ids, m.config.max_seq_len};

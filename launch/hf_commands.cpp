@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/errors.h"
+#include "core/run_dir.h"
 #include "data/chat_template.h"
 #include "experiments/run_models.h"
 #include "experiments/runs.h"
@@ -167,7 +168,7 @@ int run_export(const HfCommands& c) {
   // Exported from a run: the card carries the run's lineage (from the run directory itself, or
   // from the run an `export/` directory sits in).
   for (const std::string& run : {c.model_dir, c.model_dir + "/.."})
-    if (std::filesystem::exists(run + "/meta.json")) {
+    if (std::filesystem::exists(RunDir{run}.meta())) {
       experiments::write_model_card(run, c.out_dir);
       break;
     }

@@ -13,6 +13,11 @@
 
 namespace lmforge::parallel {
 
+namespace {
+const std::vector<std::pair<std::string, Backend>> kBackends = {
+    {"auto", Backend::automatic}, {"mpi", Backend::mpi}, {"nccl", Backend::nccl}};
+}  // namespace
+
 void read_parallel_config(config::Section& s, ParallelConfig& c) {
   s.field("threads", c.threads, config::at_least(0));
   std::string dp = c.dp == 0 ? "auto" : std::to_string(c.dp);
@@ -27,7 +32,7 @@ void read_parallel_config(config::Section& s, ParallelConfig& c) {
     s.error("dp", "expected a positive integer or auto, got '" + dp + "'");
   }
   s.field("tp", c.tp, config::at_least(1));
-  s.field("backend", c.backend, {"auto", "mpi", "nccl"});
+  s.choice("backend", c.backend, kBackends);
   s.field("bucket_mb", c.bucket_mb, config::greater_than(0));
   s.field("zero", c.zero, config::between(0, 1));
   s.field("timeout_s", c.timeout_s, config::greater_than(0));
@@ -41,12 +46,24 @@ static int env_int(const char* name, int fallback) {
   return v && *v ? std::atoi(v) : fallback;
 }
 
-DeviceChoice pick_device(const std::string& requested, int local_rank) {
+const char* backend_name(Backend b) {
+  for (const auto& [name, backend] : kBackends)
+    if (backend == b) return name.c_str();
+  return "auto";
+}
+
+const std::vector<std::pair<std::string, DeviceRequest>>& device_requests() {
+  static const std::vector<std::pair<std::string, DeviceRequest>> requests = {
+      {"auto", DeviceRequest::automatic}, {"cpu", DeviceRequest::cpu}, {"cuda", DeviceRequest::cuda}};
+  return requests;
+}
+
+DeviceChoice pick_device(DeviceRequest requested, int local_rank) {
   DeviceChoice d;
-  if (requested == "cpu") return d;
+  if (requested == DeviceRequest::cpu) return d;
   int count = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
   if (count == 0) {
-    if (requested == "cuda")
+    if (requested == DeviceRequest::cuda)
       throw InputError("train.device: cuda, but this LibTorch (" TORCH_VERSION ") sees no CUDA device");
     return d;
   }

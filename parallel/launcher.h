@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace lmforge::config {
 class Section;
@@ -11,12 +13,16 @@ class Section;
 
 namespace lmforge::parallel {
 
+enum class Backend { automatic, mpi, nccl };         // parallel.backend: auto | mpi | nccl
+enum class DeviceRequest { automatic, cpu, cuda };  // train.device: auto | cpu | cuda
+const char* backend_name(Backend b);                 // as the config spells it
+
 struct ParallelConfig {
   int64_t threads = 0;        // CPU threads per rank; 0 (auto): cores per node / ranks per node
   int64_t dp = 0;             // data-parallel ranks; 0 (`auto`): world size / tp
   int64_t tp = 1;             // tensor-parallel ranks; 1: plain data parallelism, which needs no per-layer
                               // collectives and is fastest whenever the model fits on one device
-  std::string backend = "auto";  // auto: nccl for CUDA devices, mpi otherwise
+  Backend backend = Backend::automatic;  // auto: nccl for CUDA devices, mpi otherwise
   double bucket_mb = 25.0;    // gradient bucket size: DDP's default, big enough to amortise latency
   int64_t zero = 0;           // 1: shard AdamW's state across data-parallel ranks (ZeRO stage 1)
   double timeout_s = 600;     // a collective waiting longer aborts the job: a hung rank must not hang all
@@ -29,7 +35,9 @@ struct DeviceChoice {
 };
 // `requested` is train.device: auto (CUDA when LibTorch sees a GPU) | cpu | cuda. Throws
 // InputError when cuda is asked for and LibTorch has no CUDA device.
-DeviceChoice pick_device(const std::string& requested, int local_rank);
+DeviceChoice pick_device(DeviceRequest requested, int local_rank);
+// train.device as the config spells it, for TrainConfig's reader.
+const std::vector<std::pair<std::string, DeviceRequest>>& device_requests();
 
 struct LaunchEnv {
   std::string launcher = "single";  // single | openmpi | slurm

@@ -34,7 +34,7 @@ void read_checkpoint_config(config::Section& s, CheckpointConfig& c) {
   s.field("keep_last", c.keep_last, config::at_least(1));
   s.field("keep_every", c.keep_every, config::at_least(0));
   s.field("resume", c.resume);
-  s.field("on_corrupt", c.on_corrupt, {"fallback", "error"});
+  s.choice("on_corrupt", c.on_corrupt, {{"fallback", OnCorrupt::fallback}, {"error", OnCorrupt::error}});
 }
 
 namespace {
@@ -148,7 +148,7 @@ std::string commit_checkpoint(const std::string& dir, int64_t step, const Checkp
                        {"files", files}};
       for (const auto& [k, v] : lineage) manifest[k] = v;
       fault_point("before_manifest", rank);
-      write_text_synced((tmp_dir / "manifest.json").string(), manifest.dump(2) + "\n");
+      write_text_synced((tmp_dir / checkpoint_file::kManifest).string(), manifest.dump(2) + "\n");
       fsync_path(tmp_dir.string());
       fault_point("after_manifest", rank);
       std::error_code ec;
@@ -156,7 +156,7 @@ std::string commit_checkpoint(const std::string& dir, int64_t step, const Checkp
       fs::rename(tmp_dir, final_dir);
       fsync_path(dir);
       fault_point("after_rename", rank);
-      write_file_atomic((fs::path(dir) / "latest").string(), step_name(step) + "\n");
+      write_file_atomic((fs::path(dir) / checkpoint_file::kLatest).string(), step_name(step) + "\n");
       apply_retention(dir, step, cfg);
     } catch (const std::exception& e) {
       error = e.what();
@@ -172,7 +172,7 @@ std::string commit_checkpoint(const std::string& dir, int64_t step, const Checkp
 
 std::string verify_checkpoint(const std::string& checkpoint_dir) {
   const fs::path d(checkpoint_dir);
-  std::ifstream in(d / "manifest.json");
+  std::ifstream in(d / checkpoint_file::kManifest);
   if (!in) return "no manifest.json";
   json manifest;
   try {
@@ -197,26 +197,26 @@ std::string verify_checkpoint(const std::string& checkpoint_dir) {
 }
 
 int64_t checkpoint_step(const std::string& checkpoint_dir) {
-  std::ifstream in(fs::path(checkpoint_dir) / "manifest.json");
+  std::ifstream in(fs::path(checkpoint_dir) / checkpoint_file::kManifest);
   return json::parse(in).at("step").get<int64_t>();
 }
 
-std::string find_latest_checkpoint(const std::string& dir, const std::string& on_corrupt) {
-  std::ifstream latest_in(fs::path(dir) / "latest");
+std::string find_latest_checkpoint(const std::string& dir, OnCorrupt on_corrupt) {
+  std::ifstream latest_in(fs::path(dir) / checkpoint_file::kLatest);
   std::string latest;
   if (latest_in) std::getline(latest_in, latest);
   // No `latest` at all is not a fault: a run killed before its first commit has none.
-  bool latest_ok = !fs::exists(fs::path(dir) / "latest");
+  bool latest_ok = !fs::exists(fs::path(dir) / checkpoint_file::kLatest);
   for (int64_t step : committed_steps(dir)) {
     std::string path = (fs::path(dir) / step_name(step)).string();
     std::string reason = verify_checkpoint(path);
     if (reason.empty()) {
       if (!latest_ok && latest != step_name(step))
-        log::line("warning: " + (fs::path(dir) / "latest").string() + " names '" + latest +
+        log::line("warning: " + (fs::path(dir) / checkpoint_file::kLatest).string() + " names '" + latest +
                   "', not the newest valid checkpoint; using " + path);
       return path;
     }
-    if (on_corrupt == "error")
+    if (on_corrupt == OnCorrupt::error)
       throw InputError("checkpoint " + path + " is corrupt: " + reason + " (checkpoint.on_corrupt: error)");
     log::line("warning: checkpoint " + path + " is corrupt: " + reason + "; trying the previous one");
     if (latest == step_name(step)) latest_ok = true;  // reported already

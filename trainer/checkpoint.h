@@ -19,13 +19,15 @@ class Comm;
 
 namespace lmforge::trainer {
 
+enum class OnCorrupt { fallback, error };  // checkpoint.on_corrupt
+
 struct CheckpointConfig {
   bool save_final = true;               // model.safetensors in the run directory and a final checkpoint
   int64_t every_steps = 0;              // 0: only the final and preemption checkpoints
   int64_t keep_last = 3;                // older ones are deleted; enough to survive one corrupt save
   int64_t keep_every = 0;               // also keep steps that are multiples of this; 0: none
   std::string resume = "auto";          // auto: continue the newest unfinished run of run.name | never | PATH
-  std::string on_corrupt = "fallback";  // fallback: use the previous valid checkpoint | error: exit 2
+  OnCorrupt on_corrupt = OnCorrupt::fallback;  // fallback: use the previous valid checkpoint | error: exit 2
 };
 void read_checkpoint_config(config::Section& s, CheckpointConfig& c);
 
@@ -43,6 +45,8 @@ inline const std::string kModel = "model.safetensors";          // weights (a Lo
 inline const std::string kOptimizer = "optimizer.safetensors";  // AdamW moments, full tensors
 inline const std::string kTrainerState = "trainer_state.json";  // counters, sampler, layout
 inline const std::string kBase = "base.json";                   // a LoRA run's frozen base
+inline const std::string kManifest = "manifest.json";           // sizes and SHA-256 of every file, lineage
+inline const std::string kLatest = "latest";                    // beside the step_N directories: the newest
 std::string optimizer_shard(int rank);                          // ZeRO-1: rank's optimizer shard
 std::string rng(int rank);                                      // rank's generator states
 }  // namespace checkpoint_file
@@ -80,8 +84,8 @@ std::string verify_checkpoint(const std::string& checkpoint_dir);
 
 // The newest step_N under `dir` whose manifest verifies; "" when there is none. Corrupt newer
 // ones (and a `latest` that names no valid checkpoint) are reported on stderr by name; with
-// on_corrupt = "error" the first corrupt one throws InputError instead.
-std::string find_latest_checkpoint(const std::string& dir, const std::string& on_corrupt);
+// on_corrupt = error the first corrupt one throws InputError instead.
+std::string find_latest_checkpoint(const std::string& dir, OnCorrupt on_corrupt);
 
 // The step recorded in a verified checkpoint's manifest.
 int64_t checkpoint_step(const std::string& checkpoint_dir);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <set>
+#include <sstream>
 #include <type_traits>
 
 #include "core/config_reader.h"
@@ -91,13 +92,16 @@ double clip_grad_norm(torch::nn::Module& model, double max_norm) {
 
 namespace {
 
-// LibTorch 1.x keys optimizer state by the parameter's TensorImpl address as a string, 2.x by
-// the address itself; this gives the key either way.
+// LibTorch 1.x keys optimizer state by the parameter's TensorImpl address printed as a string
+// (what c10::guts::to_string, gone from 2.x headers, wrote: operator<< of the pointer), 2.x by the
+// address itself; this gives the key either way, whichever release made the change.
 template <typename StateMap>
 typename StateMap::key_type state_key(const StateMap&, const torch::Tensor& p) {
   using Key = typename StateMap::key_type;
   if constexpr (std::is_same_v<Key, std::string>) {
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
+    std::ostringstream address;
+    address << p.unsafeGetTensorImpl();
+    return address.str();
   } else {
     return static_cast<Key>(p.unsafeGetTensorImpl());
   }

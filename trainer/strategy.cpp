@@ -48,18 +48,7 @@ class DataParallel : public Strategy {
     }
     describe(out.trainer_state);
   }
-  void load(const std::string& dir, const nlohmann::json& state) override {
-    std::string file = dir + "/" + checkpoint_file::kOptimizer;
-    load_adamw_state(*optimizer_, named_params(), local(load_safetensors(file)), file);
-  }
-
- protected:
-  // trainer_state.json's layout fields: a ZeRO-1 checkpoint resumes only on the same number of ranks.
-  void describe(nlohmann::json& state) const {
-    state["world_size"] = world_.size();
-    state["zero"] = options_.zero;
-    state["tp"] = options_.tp && options_.grid ? options_.grid->tp_size() : 1;
-  }
+  // A ZeRO-1 checkpoint resumes only with ZeRO-1 on the same number of ranks, and a plain one only without.
   void check_resumable(const std::string& dir, const nlohmann::json& state) const override {
     const bool saved_zero = state.at("zero").get<bool>();
     const int saved_world = state.at("world_size").get<int>();
@@ -67,6 +56,18 @@ class DataParallel : public Strategy {
       throw InputError(dir + " was saved with parallel.zero " + std::string(saved_zero ? "1" : "0") + " on " +
                        std::to_string(saved_world) +
                        " ranks; ZeRO-1 optimizer shards resume only with the same setting and number of ranks");
+  }
+  void load(const std::string& dir, const nlohmann::json& state) override {
+    std::string file = dir + "/" + checkpoint_file::kOptimizer;
+    load_adamw_state(*optimizer_, named_params(), local(load_safetensors(file)), file);
+  }
+
+ protected:
+  // trainer_state.json's layout fields, which check_resumable reads back.
+  void describe(nlohmann::json& state) const {
+    state["world_size"] = world_.size();
+    state["zero"] = options_.zero;
+    state["tp"] = options_.tp && options_.grid ? options_.grid->tp_size() : 1;
   }
   // The optimizer's parameters named as the model names them.
   NamedParams named_params() {

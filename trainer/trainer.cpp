@@ -16,9 +16,11 @@
 #include "core/config_reader.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/run_dir.h"
 #include "core/safetensors.h"
 #include "parallel/comm.h"
 #include "parallel/grid.h"
+#include "parallel/launcher.h"
 #include "trainer/metrics_sink.h"
 #include "trainer/peft/apply.h"
 #include "trainer/strategy.h"
@@ -35,7 +37,7 @@ void read_train_config(config::Section& s, TrainConfig& c) {
   s.field("log_every", c.log_every, at_least(1));
   s.field("eval_every", c.eval_every, at_least(0));
   s.choice("precision", c.precision, {{"fp32", Precision::fp32}, {"bf16", Precision::bf16}});
-  s.field("device", c.device, {"auto", "cpu", "cuda"});
+  s.choice("device", c.device, parallel::device_requests());
 }
 
 void read_eval_config(config::Section& s, EvalConfig& c) {
@@ -118,11 +120,64 @@ std::string format_duration(double seconds) {
 
 // --------------------------------------------------------------------- checkpoint components
 
+// Where the sampler is in its epoch order.
+class SamplerState : public CheckpointComponent {
+ public:
+  explicit SamplerState(data::BatchSource& source) : source_(source) {}
+  void save(CheckpointState& out) override { out.trainer_state["sampler"] = source_.state(); }
+  void load(const std::string&, const nlohmann::json& state) override { source_.restore(state.at("sampler").get<std::string>()); }
+
+ private:
+  data::BatchSource& source_;
+};
+
+// Every rank's generator state (dropout masks), one file per rank. A rank that did not exist when
+// the checkpoint was saved takes rank 0's generator.
+class GeneratorState : public CheckpointComponent {
+ public:
+  void save(CheckpointState& out) override {
+    out.files.tensors[checkpoint_file::rng(out.rank)] = {{"torch_cpu", at::detail::getDefaultCPUGenerator().get_state()}};
+  }
+  void load(const std::string& dir, const nlohmann::json&) override {
+    std::string file = dir + "/" + checkpoint_file::rng(rank_);
+    if (!std::ifstream(file)) file = dir + "/" + checkpoint_file::rng(0);
+    for (const auto& [name, t] : load_safetensors(file))
+      if (name == "torch_cpu") {
+        at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: shares the global state
+        generator.set_state(t);
+      }
+  }
+  explicit GeneratorState(int rank) : rank_(rank) {}
+
+ private:
+  int rank_;
+};
+
+// The step and token counters.
+class Counters : public CheckpointComponent {
+ public:
+  Counters(int64_t& step, int64_t& tokens) : step_(step), tokens_(tokens) {}
+  void save(CheckpointState& out) override {
+    out.trainer_state["step"] = step_;
+    out.trainer_state["tokens_seen"] = tokens_;
+  }
+  void load(const std::string&, const nlohmann::json& state) override {
+    step_ = state.at("step").get<int64_t>();
+    tokens_ = state.at("tokens_seen").get<int64_t>();
+  }
+
+ private:
+  int64_t& step_;
+  int64_t& tokens_;
+};
+
+}  // namespace
+
 // The model's weights: every parameter, or a LoRA run's trainable ones next to base.json, the
 // frozen base they adapt (checked by content on load). Full tensors whatever tp is.
-class Weights : public CheckpointComponent {
+class WeightsState : public CheckpointComponent {
  public:
-  Weights(CausalLMImpl& model, Strategy& strategy, std::string base_reference)
+  WeightsState(CausalLMImpl& model, Strategy& strategy, std::string base_reference)
       : model_(model), strategy_(strategy), base_reference_(std::move(base_reference)) {}
   NamedTensors full() {  // collective under tp
     if (!base_reference_.empty()) return strategy_.full(trainable_tensors(model_));
@@ -185,59 +240,6 @@ class Weights : public CheckpointComponent {
   std::string base_reference_;  // empty: a full run
 };
 
-// Where the sampler is in its epoch order.
-class SamplerState : public CheckpointComponent {
- public:
-  explicit SamplerState(data::BatchSource& source) : source_(source) {}
-  void save(CheckpointState& out) override { out.trainer_state["sampler"] = source_.state(); }
-  void load(const std::string&, const nlohmann::json& state) override { source_.restore(state.at("sampler").get<std::string>()); }
-
- private:
-  data::BatchSource& source_;
-};
-
-// Every rank's generator state (dropout masks), one file per rank. A rank that did not exist when
-// the checkpoint was saved takes rank 0's generator.
-class GeneratorState : public CheckpointComponent {
- public:
-  void save(CheckpointState& out) override {
-    out.files.tensors[checkpoint_file::rng(out.rank)] = {{"torch_cpu", at::detail::getDefaultCPUGenerator().get_state()}};
-  }
-  void load(const std::string& dir, const nlohmann::json&) override {
-    std::string file = dir + "/" + checkpoint_file::rng(rank_);
-    if (!std::ifstream(file)) file = dir + "/" + checkpoint_file::rng(0);
-    for (const auto& [name, t] : load_safetensors(file))
-      if (name == "torch_cpu") {
-        at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: shares the global state
-        generator.set_state(t);
-      }
-  }
-  explicit GeneratorState(int rank) : rank_(rank) {}
-
- private:
-  int rank_;
-};
-
-// The step and token counters.
-class Counters : public CheckpointComponent {
- public:
-  Counters(int64_t& step, int64_t& tokens) : step_(step), tokens_(tokens) {}
-  void save(CheckpointState& out) override {
-    out.trainer_state["step"] = step_;
-    out.trainer_state["tokens_seen"] = tokens_;
-  }
-  void load(const std::string&, const nlohmann::json& state) override {
-    step_ = state.at("step").get<int64_t>();
-    tokens_ = state.at("tokens_seen").get<int64_t>();
-  }
-
- private:
-  int64_t& step_;
-  int64_t& tokens_;
-};
-
-}  // namespace
-
 Trainer::Trainer(CausalLM model, TrainerSettings settings, data::WindowSampler train_data,
                  torch::Tensor eval_tokens, MetricsSink* metrics, parallel::Comm& comm)
     : Trainer(model, settings, std::make_unique<data::WindowSampler>(std::move(train_data)),
@@ -257,7 +259,9 @@ Trainer::Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data:
       comm_(comm),
       dp_(s_.grid ? s_.grid->dp() : comm) {
   strategy_ = make_strategy(*model_, {s_.optim, s_.bucket_mb, s_.zero, s_.grid, s_.tp}, comm_);
-  state_.push_back(std::make_unique<Weights>(*model_, *strategy_, s_.base_reference));
+  auto weights = std::make_unique<WeightsState>(*model_, *strategy_, s_.base_reference);
+  weights_ = weights.get();
+  state_.push_back(std::move(weights));
   state_.push_back(std::make_unique<SamplerState>(*train_data_));
   state_.push_back(std::make_unique<GeneratorState>(comm_.rank()));
   state_.push_back(std::make_unique<Counters>(step_, tokens_seen_));
@@ -392,7 +396,7 @@ std::string Trainer::save_checkpoint() {
   for (auto& part : state_) part->save(out);
   if (out.rank == 0) out.files.texts[checkpoint_file::kTrainerState] = out.trainer_state.dump(2) + "\n";
   auto t = std::chrono::steady_clock::now();
-  std::string dir = commit_checkpoint(s_.run_dir + "/checkpoints", step_, out.files, s_.lineage, s_.checkpoint, comm_);
+  std::string dir = commit_checkpoint(RunDir{s_.run_dir}.checkpoints(), step_, out.files, s_.lineage, s_.checkpoint, comm_);
   log::line("saved " + dir + " in " +
                 std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count()) + " s",
             comm_.rank() == 0);
@@ -403,15 +407,16 @@ void Trainer::load_checkpoint(const std::string& dir) {
   std::ifstream state_in(dir + "/" + checkpoint_file::kTrainerState);
   auto state = nlohmann::json::parse(state_in);
   strategy_->check_resumable(dir, state);
-  state_.front()->load(dir, state);  // the weights first: a model that does not fit is the error to report
+  weights_->load(dir, state);  // the weights first: a model that does not fit is the error to report
   strategy_->load(dir, state);
-  for (size_t i = 1; i < state_.size(); ++i) state_[i]->load(dir, state);
+  for (auto& part : state_)
+    if (part.get() != weights_) part->load(dir, state);
 }
 
 void Trainer::save_final_weights() {
   if (!metrics_ && !strategy_->gathers_on_save()) return;
-  NamedTensors tensors = static_cast<Weights&>(*state_.front()).full();  // collective under tp
-  if (metrics_ && !s_.run_dir.empty()) save_safetensors(s_.run_dir + "/model.safetensors", tensors, {{"format", "pt"}});
+  NamedTensors tensors = weights_->full();  // collective under tp
+  if (metrics_ && !s_.run_dir.empty()) save_safetensors(RunDir{s_.run_dir}.final_weights(), tensors, {{"format", "pt"}});
 }
 
 }  // namespace lmforge::trainer

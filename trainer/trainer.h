@@ -13,6 +13,7 @@
 #include <string>
 
 #include "data/text_dataset.h"
+#include "parallel/launcher.h"
 #include "trainer/checkpoint.h"
 #include "trainer/models/model.h"
 #include "trainer/optim.h"
@@ -30,6 +31,7 @@ namespace lmforge::trainer {
 class MetricsSink;
 class Strategy;
 class TensorParallel;
+class WeightsState;
 
 enum class Precision { fp32, bf16 };
 
@@ -41,7 +43,7 @@ struct TrainConfig {
   int64_t log_every = 10;         // steps between metric rows (and log lines without a TTY)
   int64_t eval_every = 0;         // steps between evaluations; 0: only at the end
   Precision precision = Precision::fp32;  // fp32 | bf16 (autocast: matmuls in bf16, weights and optimizer in fp32)
-  std::string device = "auto";    // auto: CUDA when LibTorch sees a GPU, else cpu | cpu | cuda
+  parallel::DeviceRequest device = parallel::DeviceRequest::automatic;  // auto: CUDA when LibTorch sees a GPU, else cpu | cpu | cuda
 };
 void read_train_config(config::Section& s, TrainConfig& c);
 
@@ -130,6 +132,7 @@ class Trainer {
   parallel::Comm& dp_;    // the data-parallel axis: batches, losses
   std::unique_ptr<Strategy> strategy_;
   std::vector<std::unique_ptr<CheckpointComponent>> state_;  // what a checkpoint holds besides the strategy's
+  WeightsState* weights_ = nullptr;                          // state_'s weights (also the final weights)
   std::vector<double> losses_;
   int64_t step_ = 0;        // optimizer steps done
   int64_t start_step_ = 0;  // step_ when run() began (after a resume, the checkpoint's step)

@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   int64_t trainable = model->num_parameters();
   if (mode == "lora") {
     trainer::PeftConfig p;
-    p.method = "lora";
+    p.method = trainer::PeftMethod::lora;
     p.r = 8;
     p.targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
     std::string base = trainer::prepare_lora_base(*model, cfg.model, dir.string());

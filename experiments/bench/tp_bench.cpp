@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
   const bool lora = argc > 1 && std::string(argv[1]) == "lora";
   if (lora) {
     trainer::PeftConfig peft;
-    peft.method = "lora";
+    peft.method = trainer::PeftMethod::lora;
     peft.targets = {"all-linear"};  // r = 8 (PEFT's default) on every linear but the head
     trainer::apply_lora(*model, peft);
   }

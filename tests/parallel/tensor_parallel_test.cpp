@@ -261,7 +261,7 @@ TEST(TensorParallelTraining, DpTimesTpMatchesOneProcessWithTheSameGlobalBatch) {
 // dropout on their inputs; llama also trains its untied lm_head in full (modules_to_save).
 trainer::PeftConfig lora_config(bool with_head) {
   trainer::PeftConfig p;
-  p.method = "lora";
+  p.method = trainer::PeftMethod::lora;
   p.r = 4;
   p.alpha = 8;
   p.dropout = 0.25;  // masks drawn alike on every tp rank and as one device draws them
@@ -342,7 +342,7 @@ TEST(TensorParallelLora, AdaptersFollowTheirBaseLayersSharding) {
   EXPECT_EQ(params["model.layers.0.mlp.down_proj.lora_B.weight"].sizes(), (std::vector<int64_t>{32, 4}));
   EXPECT_EQ(plan->spec_of("model.layers.0.mlp.down_proj.lora_B.weight"), nullptr);
   auto dora = lora_config(false);
-  dora.method = "dora";
+  dora.method = trainer::PeftMethod::dora;
   auto dora_model = adapted_model(llama_gqa(), dora);
   try {
     trainer::parallelize(*dora_model, grid());

@@ -110,13 +110,13 @@ TEST(Checkpoint, DamagedFilesAreReportedAndThePreviousOneIsUsed) {
   fs::path newest = dir / "step_00000004", older = dir / "step_00000002";
   ASSERT_TRUE(fs::exists(newest));
   ASSERT_TRUE(fs::exists(older));
-  EXPECT_EQ(find_latest_checkpoint(dir.string(), "fallback"), newest.string());
+  EXPECT_EQ(find_latest_checkpoint(dir.string(), OnCorrupt::fallback), newest.string());
 
   flip_byte(newest / "model.safetensors", 200);
   EXPECT_NE(verify_checkpoint(newest.string()).find("model.safetensors does not match its SHA-256"), std::string::npos);
-  EXPECT_EQ(find_latest_checkpoint(dir.string(), "fallback"), older.string());
+  EXPECT_EQ(find_latest_checkpoint(dir.string(), OnCorrupt::fallback), older.string());
   try {
-    find_latest_checkpoint(dir.string(), "error");
+    find_latest_checkpoint(dir.string(), OnCorrupt::error);
     ADD_FAILURE() << "on_corrupt: error must throw";
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("step_00000004 is corrupt"), std::string::npos) << e.what();
@@ -124,7 +124,7 @@ TEST(Checkpoint, DamagedFilesAreReportedAndThePreviousOneIsUsed) {
 
   fs::resize_file(older / "optimizer.safetensors", 100);
   EXPECT_NE(verify_checkpoint(older.string()).find("optimizer.safetensors has 100 bytes"), std::string::npos);
-  EXPECT_EQ(find_latest_checkpoint(dir.string(), "fallback"), "");
+  EXPECT_EQ(find_latest_checkpoint(dir.string(), OnCorrupt::fallback), "");
 
   fs::remove(older / "model.safetensors");  // checked before the truncated optimizer file (name order)
   EXPECT_EQ(verify_checkpoint(older.string()), "model.safetensors is missing");
@@ -141,7 +141,7 @@ TEST(Checkpoint, GarbageLatestAndStaleTempDirectoriesAreIgnored) {
   std::ofstream(dir / "latest") << "\x01garbage";
   fs::create_directories(dir / "step_00000009.tmp");  // a save killed before its commit
   std::ofstream(dir / "step_00000009.tmp" / "model.safetensors") << "half";
-  EXPECT_EQ(find_latest_checkpoint(dir.string(), "fallback"), (dir / "step_00000002").string());
+  EXPECT_EQ(find_latest_checkpoint(dir.string(), OnCorrupt::fallback), (dir / "step_00000002").string());
 }
 
 TEST(Checkpoint, RetentionKeepsTheNewestAndKeepEvery) {

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/errors.h"
+#include "core/run_dir.h"
 #include "trainer/models/family.h"
 #include "trainer/models/hf_config.h"
 #include "core/files.h"
@@ -308,7 +309,7 @@ void save_hf_model(CausalLMImpl& model, const ModelConfig& cfg, const std::strin
 }
 
 void save_run_export(CausalLMImpl& model, const ModelConfig& cfg, const std::string& run_dir) {
-  fs::path dir = fs::path(run_dir) / "export";
+  fs::path dir = RunDir{run_dir}.export_dir();
   HfSaveOptions options;
   options.copy_files_from = cfg.from;
   save_hf_model(model, cfg, dir.string(), options);

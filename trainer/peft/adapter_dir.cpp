@@ -56,13 +56,13 @@ void save_peft_adapter(CausalLMImpl& model, const ModelConfig& model_cfg, const 
                  {"lora_dropout", cfg.dropout},
                  {"target_modules", target_modules_json(model, adapted)},
                  {"use_rslora", cfg.use_rslora},
-                 {"use_dora", cfg.method == "dora"},
+                 {"use_dora", cfg.method == PeftMethod::dora},
                  {"base_model_name_or_path", base_name},
                  {"bias", "none"},
                  {"modules_to_save", cfg.modules_to_save.empty() ? json(nullptr) : json(cfg.modules_to_save)},
                  {"fan_in_fan_out", family_of_arch(model_cfg.arch).hf_conv1d},
                  {"inference_mode", true},
-                 {"init_lora_weights", cfg.init == "gaussian" ? json("gaussian") : json(true)},
+                 {"init_lora_weights", cfg.init == LoraInit::gaussian ? json("gaussian") : json(true)},
                  {"rank_pattern", json::object()},
                  {"alpha_pattern", json::object()},
                  {"layers_to_transform", nullptr},
@@ -83,7 +83,7 @@ PeftConfig read_peft_adapter_config(const std::string& dir) {
   c.alpha = json_field<double>(j, "lora_alpha", 8.0, file);  // PEFT's defaults when absent
   c.dropout = json_field<double>(j, "lora_dropout", 0.0, file);
   c.use_rslora = json_field<bool>(j, "use_rslora", false, file);
-  c.method = json_field<bool>(j, "use_dora", false, file) ? "dora" : "lora";
+  c.method = json_field<bool>(j, "use_dora", false, file) ? PeftMethod::dora : PeftMethod::lora;
   c.modules_to_save = json_field<std::vector<std::string>>(j, "modules_to_save", {}, file);
   if (c.r < 1) throw InputError(file + ": r must be at least 1");
   const json& targets = j.contains("target_modules") ? j["target_modules"] : json(nullptr);

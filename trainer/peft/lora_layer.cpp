@@ -26,11 +26,11 @@ LoraLinearImpl::LoraLinearImpl(const DenseLinearImpl& base, const PeftConfig& cf
   lora_B = register_module("lora_B", torch::nn::Linear(torch::nn::LinearOptions(cfg.r, out).bias(false)));
   dropout = register_module("lora_dropout", torch::nn::Dropout(cfg.dropout));
   torch::NoGradGuard no_grad;
-  if (cfg.init == "gaussian") lora_A->weight.normal_(0.0, 1.0 / static_cast<double>(cfg.r));
+  if (cfg.init == LoraInit::gaussian) lora_A->weight.normal_(0.0, 1.0 / static_cast<double>(cfg.r));
   lora_B->weight.zero_();
   lora_A->to(weight.device(), weight.scalar_type());
   lora_B->to(weight.device(), weight.scalar_type());
-  if (cfg.method == "dora")
+  if (cfg.method == PeftMethod::dora)
     lora_magnitude_vector = register_parameter("lora_magnitude_vector", weight.norm(2, {1}).detach().clone());
 }
 

@@ -13,6 +13,7 @@
 #include "core/digest.h"
 #include "core/files.h"
 #include "core/errors.h"
+#include "core/run_dir.h"
 #include "trainer/models/hf_model.h"
 #include "trainer/peft/adapter_dir.h"
 #include "trainer/peft/apply.h"
@@ -48,7 +49,7 @@ void check_base_reference(const json& saved, const std::string& what) {
 
 std::string prepare_lora_base(CausalLMImpl& model, const ModelConfig& model_cfg, const std::string& run_dir) {
   if (!model_cfg.from.empty()) return model_cfg.from;
-  const std::string dir = (fs::path(run_dir) / "base").string();
+  const std::string dir = RunDir{run_dir}.base();
   if (fs::exists(fs::path(dir) / "config.json")) {
     ModelConfig saved = model_cfg;
     saved.from = dir;
@@ -61,7 +62,7 @@ std::string prepare_lora_base(CausalLMImpl& model, const ModelConfig& model_cfg,
 
 void save_lora_run_export(CausalLMImpl& model, const ModelConfig& model_cfg, const PeftConfig& cfg,
                           const std::string& base_dir, const std::string& run_dir) {
-  save_peft_adapter(model, model_cfg, effective_peft_config(cfg), base_dir, (fs::path(run_dir) / "export" / "adapter").string());
+  save_peft_adapter(model, model_cfg, effective_peft_config(cfg), base_dir, RunDir{run_dir}.adapter_dir());
   merge_lora(model);
   save_run_export(model, model_cfg, run_dir);
 }

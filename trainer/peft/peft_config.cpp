@@ -20,6 +20,17 @@ namespace F = torch::nn::functional;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+namespace {
+const std::vector<std::pair<std::string, PeftMethod>> kMethods = {
+    {"none", PeftMethod::none}, {"lora", PeftMethod::lora}, {"dora", PeftMethod::dora}};
+}  // namespace
+
+const char* peft_method_name(PeftMethod m) {
+  for (const auto& [name, method] : kMethods)
+    if (method == m) return name.c_str();
+  return "none";
+}
+
 bool has_regex_chars(const std::string& target) { return target.find_first_of("\\^$.|?*+()[]{}") != std::string::npos; }
 
 bool targets_are_regex(const std::vector<std::string>& targets) { return targets.size() == 1 && has_regex_chars(targets[0]); }
@@ -30,14 +41,14 @@ double PeftConfig::scale() const {
 
 void read_peft_config(config::Section& s, PeftConfig& c) {
   using config::at_least;
-  s.field("method", c.method, {"none", "lora", "dora"});
+  s.choice("method", c.method, kMethods);
   s.field("r", c.r, at_least(1));
   s.field("alpha", c.alpha, config::greater_than(0));
   s.field("dropout", c.dropout, at_least(0));
   s.field("targets", c.targets);
   s.field("use_rslora", c.use_rslora);
   s.field("modules_to_save", c.modules_to_save);
-  s.field("init", c.init, {"kaiming", "gaussian"});
+  s.choice("init", c.init, {{"kaiming", LoraInit::kaiming}, {"gaussian", LoraInit::gaussian}});
   s.field("from", c.from);
   if (c.dropout >= 1) s.error("dropout", "must be below 1 (the fraction of the adapter's input dropped)");
   if (c.targets.size() > 1 && std::find(c.targets.begin(), c.targets.end(), kAllLinearTargets) != c.targets.end())

@@ -17,8 +17,12 @@ class Section;
 
 namespace lmforge::trainer {
 
+enum class PeftMethod { none, lora, dora };
+enum class LoraInit { kaiming, gaussian };
+const char* peft_method_name(PeftMethod m);  // as the config spells it
+
 struct PeftConfig {
-  std::string method = "none";  // none | lora | dora
+  PeftMethod method = PeftMethod::none;  // none | lora | dora
   int64_t r = 8;                // rank: adds r x (in + out) parameters per adapted linear (PEFT's default)
   double alpha = 16.0;          // adapter output scaled by alpha / r: 2 x r, the usual LoRA setting
   double dropout = 0.0;         // on the adapter's input only; PEFT's default
@@ -28,11 +32,11 @@ struct PeftConfig {
   std::vector<std::string> targets;
   bool use_rslora = false;      // scale alpha / sqrt(r) instead of alpha / r (rank-stabilised LoRA)
   std::vector<std::string> modules_to_save;  // layers trained in full (e.g. lm_head), by suffix
-  std::string init = "kaiming";  // A's init: kaiming (uniform, as nn.Linear and PEFT) | gaussian (std 1/r); B = 0
+  LoraInit init = LoraInit::kaiming;  // A's init: kaiming (uniform, as nn.Linear and PEFT) | gaussian (std 1/r); B = 0
   std::string from;              // a PEFT adapter directory to start from; its adapter_config.json
                                  // then decides method, r, alpha, targets and modules_to_save
 
-  bool enabled() const { return method != "none" || !from.empty(); }
+  bool enabled() const { return method != PeftMethod::none || !from.empty(); }
   double scale() const;  // alpha / r, or alpha / sqrt(r) with use_rslora
 };
 void read_peft_config(config::Section& s, PeftConfig& c);

@@ -1,4 +1,4 @@
-// tests/trainer/hf_model_test.cpp -- HF interop against the independent Python reference in
+// tests/trainer/models/hf_model_test.cpp -- HF interop against the independent Python reference in
 // tests/fixtures/hf (logits, scores, greedy ids), saving and re-loading HF directories, model.from
 // in a YAML config, and one test per bad-input class (config.json, weights, index).
 #include <gtest/gtest.h>

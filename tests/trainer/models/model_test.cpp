@@ -1,4 +1,4 @@
-// tests/trainer/model_test.cpp -- the two model families: causality, Hugging Face names and
+// tests/trainer/models/model_test.cpp -- the two model families: causality, Hugging Face names and
 // shapes, RoPE against a hand computation, grouped-query attention against expanded heads.
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// tests/trainer/lora_test.cpp -- LoRA/DoRA on built models: exact equality at init, merge parity,
+// tests/trainer/peft/lora_test.cpp -- LoRA/DoRA on built models: exact equality at init, merge parity,
 // only adapters train, save/load and PEFT export round trips, rslora scale, and every bad-input path.
 #include <gtest/gtest.h>
 
@@ -50,7 +50,7 @@ CausalLM base_model(const std::string& arch = "llama", uint64_t seed = 7) {
 
 PeftConfig lora_config(const std::string& method = "lora", std::vector<std::string> targets = {"all-linear"}) {
   PeftConfig p;
-  p.method = method;
+  p.method = method == "dora" ? PeftMethod::dora : PeftMethod::lora;
   p.r = 4;
   p.alpha = 8;
   p.targets = std::move(targets);
