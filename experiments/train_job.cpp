@@ -259,7 +259,7 @@ void configure_processes(Processes& p, const Config& cfg) {
       throw InputError("model.from " + cfg.model.from + ": " + message);
   }
   p.threads = parallel::configure_threads(cfg.parallel, p.env, cfg.train.precision == trainer::Precision::bf16);
-  p.device = parallel::pick_device(cfg.train.device, p.env.local_rank);
+  p.device = parallel::pick_device(cfg.train.device, p.env.local_rank, p.env.local_size);
   p.backend = resolve_backend(cfg.parallel.backend, p.device);
 }
 

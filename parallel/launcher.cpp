@@ -58,7 +58,15 @@ const std::vector<std::pair<std::string, DeviceRequest>>& device_requests() {
   return requests;
 }
 
-DeviceChoice pick_device(DeviceRequest requested, int local_rank) {
+std::string device_layout_error(int local_size, int devices, const char* visible) {
+  if (local_size <= devices) return "";
+  return std::to_string(local_size) + " ranks on this node but " + std::to_string(devices) +
+         " visible GPU(s) (CUDA_VISIBLE_DEVICES=" + (visible ? "'" + std::string(visible) + "'" : "unset") +
+         "): NCCL needs one GPU per rank. Start at most " + std::to_string(devices) +
+         " ranks per node, or train on the CPU with train.device: cpu (parallel.backend: mpi or auto)";
+}
+
+DeviceChoice pick_device(DeviceRequest requested, int local_rank, int local_size) {
   DeviceChoice d;
   if (requested == DeviceRequest::cpu) return d;
   int count = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
@@ -67,8 +75,10 @@ DeviceChoice pick_device(DeviceRequest requested, int local_rank) {
       throw InputError("train.device: cuda, but this LibTorch (" TORCH_VERSION ") sees no CUDA device");
     return d;
   }
+  std::string layout = device_layout_error(local_size, count, std::getenv("CUDA_VISIBLE_DEVICES"));
+  if (!layout.empty()) throw InputError("train.device: " + layout);
   d.cuda = true;
-  d.index = local_rank % count;
+  d.index = local_rank;
   return d;
 }
 

@@ -33,9 +33,14 @@ struct DeviceChoice {
   bool cuda = false;
   int index = 0;  // the CUDA device: local rank modulo the devices this node has
 };
-// `requested` is train.device: auto (CUDA when LibTorch sees a GPU) | cpu | cuda. Throws
-// InputError when cuda is asked for and LibTorch has no CUDA device.
-DeviceChoice pick_device(DeviceRequest requested, int local_rank);
+// `requested` is train.device: auto (CUDA when LibTorch sees a GPU) | cpu | cuda; local_rank of
+// local_size ranks on this node. Throws InputError when cuda is asked for and LibTorch has no
+// CUDA device, and (device_layout_error) when the node's ranks outnumber its GPUs.
+DeviceChoice pick_device(DeviceRequest requested, int local_rank, int local_size);
+// Why `local_size` ranks cannot each have one of `devices` GPUs (NCCL refuses two ranks on one
+// device), naming both numbers, CUDA_VISIBLE_DEVICES (`visible`, null when unset) and what to do;
+// "" when they fit.
+std::string device_layout_error(int local_size, int devices, const char* visible);
 // train.device as the config spells it, for TrainConfig's reader.
 const std::vector<std::pair<std::string, DeviceRequest>>& device_requests();
 
