@@ -26,6 +26,7 @@ struct HfCommands {
   CLI::App* export_cmd = nullptr;
   std::string model_dir, adapter_dir, ids, text, prompt, prompt_ids, chat, out_dir, dtype = "fp32";
   std::string format = "hf";  // hf: the model as it is | peft: a LoRA run's adapter | hf-merged
+  std::string device = "cpu";  // score/generate: cpu | cuda | auto (CUDA when LibTorch sees a GPU)
   trainer::SamplingConfig sampling;
   bool json = false, no_cache = false, ignore_eos = false;
   int64_t max_shard_mb = 5000;
@@ -68,6 +69,11 @@ std::vector<int64_t> tokenize(const experiments::LoadedModel& m, const std::stri
 experiments::LoadedModel open_model(const HfCommands& c) {
   experiments::LoadedModel m = experiments::open_model_dir(c.model_dir);
   if (!c.adapter_dir.empty()) trainer::load_peft_adapter(*m.model, c.adapter_dir);
+  parallel::DeviceRequest request = c.device == "cuda"  ? parallel::DeviceRequest::cuda
+                                    : c.device == "auto" ? parallel::DeviceRequest::automatic
+                                                         : parallel::DeviceRequest::cpu;
+  parallel::DeviceChoice device = parallel::pick_device(request, /*local_rank=*/0, /*local_size=*/1);
+  if (device.cuda) m.model->to(torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device.index)));
   return m;
 }
 
@@ -183,6 +189,7 @@ std::shared_ptr<HfCommands> add_hf_commands(CLI::App& app) {
   c->score = app.add_subcommand("score", "print each token's log-probability given its prefix, as JSON");
   c->score->add_option("--model", c->model_dir, "HF model directory or lmforge run directory")->required();
   c->score->add_option("--adapter", c->adapter_dir, "PEFT adapter directory applied to --model");
+  c->score->add_option("--device", c->device, "cpu (default) | cuda | auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   auto* ids = c->score->add_option("--ids", c->ids, "comma-separated token ids, e.g. 1,2,3");
   auto* text = c->score->add_option("--text", c->text, "text, tokenized with the directory's tokenizer");
   ids->excludes(text);
@@ -194,6 +201,7 @@ std::shared_ptr<HfCommands> add_hf_commands(CLI::App& app) {
   CLI::App* g = c->generate;
   g->add_option("--model", c->model_dir, "HF model directory or lmforge run directory")->required();
   g->add_option("--adapter", c->adapter_dir, "PEFT adapter directory applied to --model");
+  g->add_option("--device", c->device, "cpu (default) | cuda | auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   auto* prompt = g->add_option("--prompt", c->prompt, "prompt text");
   auto* prompt_ids = g->add_option("--prompt-ids", c->prompt_ids, "comma-separated prompt token ids");
   auto* chat = g->add_option("--chat", c->chat, "a user message, rendered with the model's chat template");

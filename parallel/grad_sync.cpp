@@ -13,7 +13,9 @@ namespace lmforge::parallel {
 struct GradSync::Bucket {
   std::vector<torch::Tensor> params;
   std::vector<int64_t> offsets;  // element offset of each parameter in `flat`
-  torch::Tensor flat;            // (numel of all params) fp32, on the parameters' device
+  int64_t numel = 0;             // of all its parameters
+  torch::Tensor flat;            // (numel) fp32 on the parameters' device, allocated at the first sync:
+                                 // one rank, or ZeRO (which reduce-scatters instead), never needs it
   std::vector<bool> ready;
   size_t num_ready = 0;
   std::unique_ptr<Work> work;
@@ -42,14 +44,12 @@ GradSync::GradSync(torch::nn::Module& model, Comm& comm, double bucket_mb) : mod
     if (p.requires_grad()) params.push_back(p);
   const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1024 * 1024 / 4));  // fp32 elements
   for (auto it = params.rbegin(); it != params.rend(); ++it) {
-    if (buckets_.empty() || (buckets_.back()->flat.numel() > 0 && buckets_.back()->flat.numel() + it->numel() > cap)) {
+    if (buckets_.empty() || (buckets_.back()->numel > 0 && buckets_.back()->numel + it->numel() > cap))
       buckets_.push_back(std::make_unique<Bucket>());
-      buckets_.back()->flat = torch::empty({0});
-    }
     Bucket& b = *buckets_.back();
-    b.offsets.push_back(b.flat.numel());
+    b.offsets.push_back(b.numel);
     b.params.push_back(*it);
-    b.flat = torch::empty({b.flat.numel() + it->numel()}, it->options().dtype(torch::kFloat));
+    b.numel += it->numel();
   }
   for (size_t bi = 0; bi < buckets_.size(); ++bi) {
     Bucket& b = *buckets_[bi];
@@ -82,6 +82,7 @@ void GradSync::on_gradient_ready(size_t bucket, size_t slot) {
 }
 
 void GradSync::launch(Bucket& b) {
+  if (!b.flat.defined()) b.flat = torch::empty({b.numel}, b.params.front().options().dtype(torch::kFloat));
   for (size_t i = 0; i < b.params.size(); ++i) {
     auto dst = b.flat.narrow(0, b.offsets[i], b.params[i].numel());
     const auto& g = b.params[i].grad();

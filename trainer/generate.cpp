@@ -101,11 +101,14 @@ TokenScores score_tokens(CausalLMImpl& model, const std::vector<int64_t>& ids) {
   torch::NoGradGuard no_grad;
   model.eval();
   auto device = model.parameters().front().device();
-  auto logits = model.forward(as_batch(ids, device))[0].to(torch::kCPU, torch::kDouble);  // (T, V)
-  auto logp = torch::log_softmax(logits, -1);
+  auto batch = as_batch(ids, device);                                       // (1, T)
+  auto logits = model.forward(batch)[0].narrow(0, 0, batch.size(1) - 1);    // (T-1, V), on the device
+  auto next = batch[0].narrow(0, 1, batch.size(1) - 1).unsqueeze(1);        // (T-1, 1)
+  // log_softmax in fp64 where the logits are; only the T-1 scored values reach the host.
+  auto logp = torch::log_softmax(logits.to(torch::kDouble), -1).gather(1, next).squeeze(1).cpu();  // (T-1)
   TokenScores out;
-  for (size_t t = 0; t + 1 < ids.size(); ++t) {
-    double lp = logp[static_cast<int64_t>(t)][ids[t + 1]].item<double>();
+  for (int64_t t = 0; t < logp.size(0); ++t) {
+    double lp = logp[t].item<double>();
     out.logprobs.push_back(lp);
     out.nll -= lp;
   }

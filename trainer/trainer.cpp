@@ -131,26 +131,34 @@ class SamplerState : public CheckpointComponent {
   data::BatchSource& source_;
 };
 
-// Every rank's generator state (dropout masks), one file per rank. A rank that did not exist when
-// the checkpoint was saved takes rank 0's generator.
+// Every generator a rank draws from (dropout masks): the CPU one, and its CUDA device's when it
+// trains on one (LoRA and tensor-parallel dropout draw there), one file per rank. A rank that did
+// not exist when the checkpoint was saved takes rank 0's generators.
 class GeneratorState : public CheckpointComponent {
  public:
+  GeneratorState(int rank, torch::Device device) : rank_(rank), device_(device) {}
   void save(CheckpointState& out) override {
-    out.files.tensors[checkpoint_file::rng(out.rank)] = {{"torch_cpu", at::detail::getDefaultCPUGenerator().get_state()}};
+    NamedTensors states = {{"torch_cpu", at::detail::getDefaultCPUGenerator().get_state()}};
+    if (device_.is_cuda()) states.emplace_back("torch_cuda", device_generator().get_state());
+    out.files.tensors[checkpoint_file::rng(out.rank)] = std::move(states);
   }
   void load(const std::string& dir, const nlohmann::json&) override {
     std::string file = dir + "/" + checkpoint_file::rng(rank_);
     if (!std::ifstream(file)) file = dir + "/" + checkpoint_file::rng(0);
-    for (const auto& [name, t] : load_safetensors(file))
+    for (const auto& [name, t] : load_safetensors(file)) {
       if (name == "torch_cpu") {
         at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: shares the global state
         generator.set_state(t);
+      } else if (name == "torch_cuda" && device_.is_cuda()) {
+        device_generator().set_state(t);
       }
+    }
   }
-  explicit GeneratorState(int rank) : rank_(rank) {}
 
  private:
+  at::Generator device_generator() const { return at::globalContext().defaultGenerator(device_); }
   int rank_;
+  torch::Device device_;
 };
 
 // The step and token counters.
@@ -263,7 +271,7 @@ Trainer::Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data:
   weights_ = weights.get();
   state_.push_back(std::move(weights));
   state_.push_back(std::make_unique<SamplerState>(*train_data_));
-  state_.push_back(std::make_unique<GeneratorState>(comm_.rank()));
+  state_.push_back(std::make_unique<GeneratorState>(comm_.rank(), device_));
   state_.push_back(std::make_unique<Counters>(step_, tokens_seen_));
 }
 
