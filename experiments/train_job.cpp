@@ -141,7 +141,7 @@ std::function<void(int64_t)> eval_suites_hook(const Config& cfg, const TrainInpu
   };
 }
 
-void train_loop(const Config& cfg, const TrainInputs& in, RunRecord* record, parallel::Comm& comm) {
+void train_loop(const Config& cfg, const TrainInputs& in, RunRecord* record, parallel::Comm& comm, parallel::Comm& control) {
   trainer::TrainerSettings settings;
   settings.train = cfg.train;
   settings.optim = cfg.optim;
@@ -154,6 +154,7 @@ void train_loop(const Config& cfg, const TrainInputs& in, RunRecord* record, par
     settings.grid = in.grid.get();
     settings.tp = in.tp;
   }
+  settings.control = &control;
   settings.run_dir = in.run_dir;
   settings.lineage = in.lineage;
   settings.base_reference = in.base_reference;
@@ -326,9 +327,10 @@ void record_start(RunRecord& record, const Config& cfg, const TrainInputs& in, c
 }
 
 // Rank 0's training and export, the run's final status recorded whatever happens.
-void train_and_export(const Config& cfg, const TrainInputs& in, RunRecord& record, parallel::Comm& comm) {
+void train_and_export(const Config& cfg, const TrainInputs& in, RunRecord& record, parallel::Comm& comm,
+                      parallel::Comm& control) {
   try {
-    train_loop(cfg, in, &record, comm);
+    train_loop(cfg, in, &record, comm, control);
     if (cfg.peft.enabled()) {
       trainer::save_lora_run_export(*export_model(cfg, in), cfg.model, cfg.peft, in.base_dir, record.dir());
     } else {
@@ -368,12 +370,12 @@ std::string run_train_job(const std::string& config_path, const std::vector<std:
   in.grid = std::make_unique<parallel::Grid>(comm, cfg.parallel.dp, cfg.parallel.tp);
   if (cfg.parallel.tp > 1) in.tp = trainer::parallelize(*in.model, *in.grid);
   if (!record) {
-    train_loop(cfg, in, nullptr, comm);
+    train_loop(cfg, in, nullptr, comm, *processes.control);
     export_model(cfg, in);  // collective under tp
     return "";
   }
   record_start(*record, cfg, in, processes, comm, num_parameters);
-  train_and_export(cfg, in, *record, comm);
+  train_and_export(cfg, in, *record, comm, *processes.control);
   return record->dir();
 }
 

@@ -237,6 +237,54 @@ void finalize_mpi() {
 
 std::unique_ptr<Comm> make_self_comm() { return std::make_unique<SelfComm>(); }
 
+namespace {
+
+class DeviceContractComm : public Comm {
+ public:
+  DeviceContractComm(Comm& inner, std::unique_ptr<Comm> owned = nullptr) : inner_(inner), owned_(std::move(owned)) {}
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  std::string backend() const override { return inner_.backend(); }
+  std::unique_ptr<Work> allreduce_async(torch::Tensor& t, ReduceOp op) override {
+    check("allreduce", t);
+    return inner_.allreduce_async(t, op);
+  }
+  std::unique_ptr<Work> broadcast_async(torch::Tensor& t, int root) override {
+    check("broadcast", t);
+    return inner_.broadcast_async(t, root);
+  }
+  std::unique_ptr<Work> allgather_async(const torch::Tensor& t, torch::Tensor& out) override {
+    check("allgather", t);
+    return inner_.allgather_async(t, out);
+  }
+  std::unique_ptr<Work> reduce_scatter_async(const torch::Tensor& t, torch::Tensor& out, ReduceOp op) override {
+    check("reduce_scatter", t);
+    return inner_.reduce_scatter_async(t, out, op);
+  }
+  std::unique_ptr<Work> barrier_async() override { return inner_.barrier_async(); }
+  std::unique_ptr<Comm> split(int color, int key) override {
+    auto sub = inner_.split(color, key);
+    Comm& ref = *sub;
+    return std::make_unique<DeviceContractComm>(ref, std::move(sub));
+  }
+  void set_timeout(double seconds) override { inner_.set_timeout(seconds); }
+
+ private:
+  static void check(const char* collective, const torch::Tensor& t) {
+    if (!t.is_cuda())
+      throw std::runtime_error(std::string("device communicator: ") + collective + " of a " +
+                               c10::toString(t.scalar_type()) + " " + c10::str(t.sizes()) + " tensor on " +
+                               t.device().str() + ": it takes CUDA tensors only (control-plane values go "
+                               "through the host communicator, parallel/comm.h)");
+  }
+  Comm& inner_;
+  std::unique_ptr<Comm> owned_;  // set for a sub-communicator
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> make_device_contract_comm(Comm& inner) { return std::make_unique<DeviceContractComm>(inner); }
+
 std::unique_ptr<Comm> make_mpi_world_comm() {
   int initialized = 0;
   MPI_Initialized(&initialized);

@@ -46,6 +46,15 @@ class Comm {
   virtual void set_timeout(double seconds) {}
 };
 
+// Which communicator carries what. A training job has two over the same ranks:
+// - the host communicator (MPI, CPU tensors): control-plane agreements, small and once per step
+//   or per event: checkpoint write status, preemption signal flags, config hashes, hosts, the
+//   logged loss, strings such as the run directory;
+// - the device communicator (NCCL on GPUs; the same MPI one on CPUs): tensors that live on the
+//   training device: gradients, optimizer shards, tensor-parallel activations and shards, eval sums.
+// A host tensor given to the device communicator is a bug that NCCL reports only on a GPU;
+// make_device_contract_comm makes a CPU run report it too.
+
 // The communicator of a single process: every collective is the identity.
 std::unique_ptr<Comm> make_self_comm();
 
@@ -59,6 +68,11 @@ bool nccl_available();
 // rank 0), using CUDA device `device`. Collectives take contiguous CUDA tensors, run on a
 // dedicated stream ordered after LibTorch's, and a watchdog aborts the job after `timeout_s`.
 std::unique_ptr<Comm> make_nccl_comm(Comm& bootstrap, int device, double timeout_s);
+
+// `inner` with NCCL's contract enforced: every collective refuses a tensor that is not on a CUDA
+// device, naming the collective and the tensor, as NCCL does. Tests wrap the device communicator
+// in it to prove the control plane never reaches it.
+std::unique_ptr<Comm> make_device_contract_comm(Comm& inner);
 
 // Broadcasts a string from `root` (e.g. the run directory rank 0 created).
 std::string broadcast_string(Comm& comm, const std::string& value, int root);

@@ -95,9 +95,9 @@ class PreemptionSignals {
     sigaction(SIGTERM, &old_term_, nullptr);
     sigaction(SIGUSR1, &old_usr1_, nullptr);
   }
-  bool received_on_any_rank(parallel::Comm& comm, const torch::Device& device) {
-    auto flag = torch::tensor({static_cast<double>(g_stop_signal.load())}, torch::kDouble).to(device);
-    comm.allreduce(flag, parallel::ReduceOp::max);
+  bool received_on_any_rank(parallel::Comm& host) {
+    auto flag = torch::tensor({static_cast<double>(g_stop_signal.load())}, torch::kDouble);
+    host.allreduce(flag, parallel::ReduceOp::max);
     return flag.item<double>() > 0;
   }
 
@@ -265,6 +265,7 @@ Trainer::Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data:
       eval_batches_(std::move(eval_batches)),
       metrics_(metrics),
       comm_(comm),
+      control_(s_.control ? *s_.control : comm),
       dp_(s_.grid ? s_.grid->dp() : comm) {
   strategy_ = make_strategy(*model_, {s_.optim, s_.bucket_mb, s_.zero, s_.grid, s_.tp}, comm_);
   auto weights = std::make_unique<WeightsState>(*model_, *strategy_, s_.base_reference);
@@ -299,7 +300,7 @@ void Trainer::run() {
       if (!eval_batches_.empty()) log_eval(evaluate());
       if (s_.on_eval) s_.on_eval(step_);
     }
-    if (signals.received_on_any_rank(comm_, device_)) {
+    if (signals.received_on_any_rank(control_)) {
       std::string saved = save_checkpoint();
       throw Preempted("stopped by a signal at step " + std::to_string(step_) + "; saved " + saved);
     }
@@ -342,8 +343,8 @@ double Trainer::train_step() {
   }
   strategy_->finish_backward();
   tokens_seen_ += mine.inputs.numel() * dp_.size();
-  auto mean_loss = torch::tensor({loss_sum / static_cast<double>(accum)}, torch::kDouble).to(device_);
-  comm_.allreduce(mean_loss, parallel::ReduceOp::avg);  // a NaN on any rank reaches every rank
+  auto mean_loss = torch::tensor({loss_sum / static_cast<double>(accum)}, torch::kDouble);
+  control_.allreduce(mean_loss, parallel::ReduceOp::avg);  // a NaN on any rank reaches every rank
   return mean_loss.item<double>();
 }
 
@@ -404,7 +405,7 @@ std::string Trainer::save_checkpoint() {
   for (auto& part : state_) part->save(out);
   if (out.rank == 0) out.files.texts[checkpoint_file::kTrainerState] = out.trainer_state.dump(2) + "\n";
   auto t = std::chrono::steady_clock::now();
-  std::string dir = commit_checkpoint(RunDir{s_.run_dir}.checkpoints(), step_, out.files, s_.lineage, s_.checkpoint, comm_);
+  std::string dir = commit_checkpoint(RunDir{s_.run_dir}.checkpoints(), step_, out.files, s_.lineage, s_.checkpoint, control_);
   log::line("saved " + dir + " in " +
                 std::to_string(std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count()) + " s",
             comm_.rank() == 0);

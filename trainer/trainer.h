@@ -82,6 +82,9 @@ struct TrainerSettings {
   std::string base_reference;  // a LoRA run: its frozen base as JSON (peft/lora_run.h); checkpoints and
                                // final weights then hold only the trainable tensors
   std::function<void(int64_t step)> on_eval;    // more evaluation at each eval point (eval suites); collective
+  parallel::Comm* control = nullptr;  // the host communicator over the same ranks as the trainer's
+                                      // (parallel/comm.h): checkpoint agreement, signals, the logged
+                                      // loss; null: the trainer's own (a host one on CPUs)
 };
 
 struct EvalResult {
@@ -128,7 +131,8 @@ class Trainer {
   std::unique_ptr<data::BatchSource> train_data_;
   std::vector<data::Batch> eval_batches_;  // the same every evaluation; empty: no evaluation
   MetricsSink* metrics_;
-  parallel::Comm& comm_;  // every rank: checkpoints, signals, console
+  parallel::Comm& comm_;     // every rank, on the device: the strategy's collectives
+  parallel::Comm& control_;  // every rank, on the host: checkpoints, signals, the logged loss
   parallel::Comm& dp_;    // the data-parallel axis: batches, losses
   std::unique_ptr<Strategy> strategy_;
   std::vector<std::unique_ptr<CheckpointComponent>> state_;  // what a checkpoint holds besides the strategy's
