@@ -111,6 +111,13 @@ void GradSync::finish() {
   sync_ = false;
 }
 
+void clip_to_norm(const std::vector<torch::Tensor>& grads, const torch::Tensor& total, double max_norm) {
+  if (max_norm <= 0 || grads.empty()) return;
+  auto clipping = total.isfinite().logical_and(total > max_norm);
+  auto scale = torch::where(clipping, max_norm / (total + 1e-6), torch::ones_like(total));
+  for (const auto& g : grads) g.mul_(scale);
+}
+
 void GradSync::broadcast_parameters() {
   if (comm_.size() == 1) return;
   torch::NoGradGuard no_grad;

@@ -13,6 +13,11 @@ namespace lmforge::parallel {
 class Comm;
 class Work;
 
+// Scales `grads` in place so their global L2 norm `total` (a 0-dim double tensor on their device)
+// becomes max_norm when it exceeds it and is finite; max_norm <= 0 changes nothing. No host read:
+// the decision is made on the device (a scale of exactly 1 leaves a gradient bit for bit).
+void clip_to_norm(const std::vector<torch::Tensor>& grads, const torch::Tensor& total, double max_norm);
+
 class GradSync {
  public:
   // Buckets of at most `bucket_mb` MiB (a parameter larger than that gets a bucket of its own),

@@ -4,7 +4,9 @@
 
 #include <cmath>
 
+#include "core/host_sync.h"
 #include "parallel/comm.h"
+#include "parallel/grad_sync.h"
 
 namespace lmforge::parallel {
 
@@ -44,6 +46,10 @@ ZeroOptimizer::ZeroOptimizer(torch::optim::AdamW& layout, Comm& comm) : comm_(co
 ZeroOptimizer::~ZeroOptimizer() = default;
 
 double ZeroOptimizer::reduce_gradients_and_clip(double max_norm) {
+  return read_to_host(reduce_gradients_and_clip_on_device(max_norm)).item<double>();
+}
+
+torch::Tensor ZeroOptimizer::reduce_gradients_and_clip_on_device(double max_norm) {
   const int world = comm_.size();
   auto sum_sq = torch::zeros({1}, groups_.front()->shard.options().dtype(torch::kDouble));
   for (auto& g : groups_) {
@@ -54,11 +60,10 @@ double ZeroOptimizer::reduce_gradients_and_clip(double max_norm) {
     g->shard.mutable_grad() = shard_grad;
   }
   comm_.allreduce(sum_sq, ReduceOp::sum);
-  double norm = std::sqrt(sum_sq.item<double>());
-  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
-    double scale = max_norm / (norm + 1e-6);  // the same coefficient clip_grad_norm applies
-    for (auto& g : groups_) g->shard.mutable_grad().mul_(scale);
-  }
+  auto norm = sum_sq[0].sqrt();
+  std::vector<torch::Tensor> shard_grads;
+  for (auto& g : groups_) shard_grads.push_back(g->shard.mutable_grad());
+  clip_to_norm(shard_grads, norm, max_norm);  // the same coefficient clip_gradients applies
   return norm;
 }
 

@@ -21,6 +21,8 @@ class ZeroOptimizer {
   // Averages the gradients across ranks into this rank's shards, clips them to `max_norm` (global
   // L2 norm; 0 = no clipping) and returns the norm before clipping.
   double reduce_gradients_and_clip(double max_norm);
+  // The same, the norm as a 0-dim double tensor on the device (no host read).
+  torch::Tensor reduce_gradients_and_clip_on_device(double max_norm);
   // Steps the local shards and writes the gathered parameters back into the model.
   void step();
   torch::optim::AdamW& optimizer() { return *optimizer_; }

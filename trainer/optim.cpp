@@ -10,6 +10,8 @@
 
 #include "core/config_reader.h"
 #include "core/errors.h"
+#include "core/host_sync.h"
+#include "parallel/grad_sync.h"
 #include "trainer/models/model.h"
 
 namespace lmforge::trainer {
@@ -75,19 +77,20 @@ void set_lr(torch::optim::Optimizer& optimizer, double lr) {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
 }
 
-double clip_grad_norm(torch::nn::Module& model, double max_norm) {
+torch::Tensor clip_gradients(torch::nn::Module& model, double max_norm) {
   std::vector<torch::Tensor> grads;
   for (const auto& p : model.parameters())
     if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return 0.0;
+  if (grads.empty()) return torch::zeros({}, torch::kDouble);
   std::vector<torch::Tensor> norms;
   for (const auto& g : grads) norms.push_back(g.detach().to(torch::kFloat).norm());
-  double total = torch::stack(norms).norm().item<double>();
-  if (max_norm > 0 && std::isfinite(total) && total > max_norm) {
-    double scale = max_norm / (total + 1e-6);
-    for (auto& g : grads) g.mul_(scale);
-  }
+  auto total = torch::stack(norms).norm().to(torch::kDouble);  // fp32 norms, as torch.nn.utils does
+  parallel::clip_to_norm(grads, total, max_norm);
   return total;
+}
+
+double clip_grad_norm(torch::nn::Module& model, double max_norm) {
+  return read_to_host(clip_gradients(model, max_norm)).item<double>();
 }
 
 namespace {

@@ -63,7 +63,10 @@ void load_adamw_state(torch::optim::AdamW& opt, const NamedParams& params, const
                       const std::string& file);
 
 // Global L2 norm of all gradients, clipped to `max_norm` when max_norm > 0. Returns the
-// norm before clipping (non-finite if any gradient is).
+// norm before clipping (non-finite if any gradient is) as a 0-dim double tensor on the
+// gradients' device: no host read.
+torch::Tensor clip_gradients(torch::nn::Module& model, double max_norm);
+// The same, read on the host.
 double clip_grad_norm(torch::nn::Module& model, double max_norm);
 
 }  // namespace lmforge::trainer

@@ -6,6 +6,8 @@
 
 #include "core/errors.h"
 #include "core/files.h"
+#include "core/host_sync.h"
+#include "parallel/grad_sync.h"
 #include "trainer/models/family.h"
 #include "trainer/peft/tp_lora.h"
 #include "trainer/tp_layers.h"
@@ -60,24 +62,29 @@ void TensorParallel::average_replicated_gradients(torch::nn::Module& model) cons
   }
 }
 
-double TensorParallel::clip_grad_norm(torch::nn::Module& model, double max_norm) const {
+torch::Tensor TensorParallel::clip_gradients(torch::nn::Module& model, double max_norm) const {
   std::vector<torch::Tensor> grads;
-  double squares[2] = {0, 0};  // [shards (summed over tp), replicated (counted once)]
+  torch::Tensor squares[2];  // [shards (summed over tp), replicated (counted once)], double on the device
   for (const auto& item : model.named_parameters()) {
     auto g = item.value().grad();
     if (!g.defined()) continue;
     grads.push_back(g);
-    squares[spec_of(item.key()) ? 0 : 1] += g.detach().to(torch::kDouble).pow(2).sum().item<double>();
+    torch::Tensor& sum = squares[spec_of(item.key()) ? 0 : 1];
+    auto square = g.detach().to(torch::kDouble).pow(2).sum();
+    sum = sum.defined() ? sum + square : square;
   }
-  auto shard_sum = torch::tensor({squares[0]}, torch::kDouble);
-  if (!grads.empty()) shard_sum = shard_sum.to(grads.front().device());
+  const auto options = torch::dtype(torch::kDouble).device(grads.empty() ? torch::kCPU : grads.front().device());
+  for (auto& sum : squares)
+    if (!sum.defined()) sum = torch::zeros({}, options);
+  auto shard_sum = squares[0].reshape({1}).contiguous();
   tp_.allreduce(shard_sum, parallel::ReduceOp::sum);
-  double total = std::sqrt(shard_sum.item<double>() + squares[1]);
-  if (max_norm > 0 && std::isfinite(total) && total > max_norm) {
-    double scale = max_norm / (total + 1e-6);
-    for (auto& g : grads) g.mul_(scale);
-  }
+  auto total = (shard_sum[0] + squares[1]).sqrt();
+  parallel::clip_to_norm(grads, total, max_norm);
   return total;
+}
+
+double TensorParallel::clip_grad_norm(torch::nn::Module& model, double max_norm) const {
+  return read_to_host(clip_gradients(model, max_norm)).item<double>();
 }
 
 namespace {

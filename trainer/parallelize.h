@@ -38,6 +38,8 @@ class TensorParallel {
   void average_replicated_gradients(torch::nn::Module& model) const;
   // Global L2 gradient norm (shards summed over tp, replicated parameters counted once), clipped
   // to max_norm when max_norm > 0, as clip_grad_norm is for one device.
+  // The norm as a 0-dim double tensor on the gradients' device (no host read).
+  torch::Tensor clip_gradients(torch::nn::Module& model, double max_norm) const;
   double clip_grad_norm(torch::nn::Module& model, double max_norm) const;
 
   std::map<std::string, parallel::ShardSpec> shards;

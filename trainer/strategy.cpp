@@ -28,7 +28,7 @@ class DataParallel : public Strategy {
   }
   void begin_backward(bool last) override { grad_sync_->begin_backward(/*sync=*/last); }
   void finish_backward() override { grad_sync_->finish(); }
-  double reduce_and_clip(double max_norm) override { return clip_grad_norm(model_, max_norm); }
+  torch::Tensor reduce_and_clip(double max_norm) override { return clip_gradients(model_, max_norm); }
   void step(double lr) override {
     set_lr(*optimizer_, lr);
     optimizer_->step();
@@ -91,7 +91,7 @@ class Zero1 : public DataParallel {
   Zero1(torch::nn::Module& model, const StrategyOptions& o, parallel::Comm& world, parallel::Comm& dp)
       : DataParallel(model, o, world, dp), zero_(std::make_unique<parallel::ZeroOptimizer>(*optimizer_, dp)) {}
   void begin_backward(bool) override { grad_sync_->begin_backward(/*sync=*/false); }  // reduce-scattered instead
-  double reduce_and_clip(double max_norm) override { return zero_->reduce_gradients_and_clip(max_norm); }
+  torch::Tensor reduce_and_clip(double max_norm) override { return zero_->reduce_gradients_and_clip_on_device(max_norm); }
   void step(double lr) override {
     set_lr(zero_->optimizer(), lr);
     zero_->step();
@@ -119,9 +119,9 @@ class TensorParallelDP : public DataParallel {
  public:
   TensorParallelDP(torch::nn::Module& model, const StrategyOptions& o, parallel::Comm& world, parallel::Comm& dp)
       : DataParallel(model, o, world, dp), tp_(o.tp) {}
-  double reduce_and_clip(double max_norm) override {
+  torch::Tensor reduce_and_clip(double max_norm) override {
     tp_->average_replicated_gradients(model_);
-    return tp_->clip_grad_norm(model_, max_norm);
+    return tp_->clip_gradients(model_, max_norm);
   }
   torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) override {
     return parallel::vocab_parallel_cross_entropy(logits, targets, tp_->comm());

@@ -30,8 +30,8 @@ class Strategy : public CheckpointComponent {
   virtual void begin_backward(bool last) = 0;
   virtual void finish_backward() = 0;  // after the last micro-step's backward
   // Gradients averaged over the data-parallel ranks and clipped to max_norm (0: no clipping);
-  // returns the global norm before clipping.
-  virtual double reduce_and_clip(double max_norm) = 0;
+  // returns the global norm before clipping, a 0-dim double tensor on the device (no host read).
+  virtual torch::Tensor reduce_and_clip(double max_norm) = 0;
   virtual void step(double lr) = 0;
   virtual void zero_grad() = 0;
   // The mean next-token loss of this rank's logits (under tp: its vocab slice).

@@ -15,6 +15,7 @@
 
 #include "core/config_reader.h"
 #include "core/errors.h"
+#include "core/host_sync.h"
 #include "core/log.h"
 #include "core/run_dir.h"
 #include "core/safetensors.h"
@@ -105,9 +106,15 @@ class PreemptionSignals {
   struct sigaction old_term_ {}, old_usr1_ {};
 };
 
-// Rows [first, first + count) of a batch, on `device`.
+// Rows [first, first + count) of a batch, on `device`: to a GPU from pinned memory, without
+// waiting (the copy is ordered on the stream before the forward that reads it).
 data::Batch slice(const data::Batch& b, int64_t first, int64_t count, const torch::Device& device) {
-  auto part = [&](const torch::Tensor& t) { return t.defined() ? t.narrow(0, first, count).to(device) : t; };
+  auto part = [&](const torch::Tensor& t) {
+    if (!t.defined()) return t;
+    auto rows = t.narrow(0, first, count);
+    if (!device.is_cuda()) return rows;
+    return rows.contiguous().pin_memory().to(device, /*non_blocking=*/true);
+  };
   return {part(b.inputs), part(b.targets), part(b.positions), part(b.segments)};
 }
 
@@ -286,8 +293,8 @@ void Trainer::run() {
   last_log_tokens_ = tokens_seen_;
   while (step_ < max_steps) {
     double lr = lr_at(step_, max_steps, s_.optim.lr, s_.schedule);
-    double loss = train_step();
-    double grad_norm = strategy_->reduce_and_clip(s_.optim.grad_clip);
+    torch::Tensor loss_sum = train_step();
+    auto [loss, grad_norm] = step_scalars(loss_sum, strategy_->reduce_and_clip(s_.optim.grad_clip));
     if (!std::isfinite(loss) || !std::isfinite(grad_norm))
       throw TrainingError("step " + std::to_string(step_ + 1) + ": loss " + std::to_string(loss) +
                           ", gradient norm " + std::to_string(grad_norm) +
@@ -322,14 +329,21 @@ void Trainer::log_eval(const EvalResult& r) {
     metrics_->append_metrics({{"step", step_}, {"eval_loss", r.loss}, {"eval_ppl", r.perplexity}, {"eval_tokens", r.tokens}});
 }
 
-double Trainer::train_step() {
+std::pair<double, double> Trainer::step_scalars(const torch::Tensor& loss_sum, const torch::Tensor& grad_norm) {
+  auto scalars = read_to_host(torch::stack({loss_sum.reshape({}), grad_norm.to(loss_sum.device()).reshape({})}));  // the step's one read
+  auto mean_loss = torch::tensor({scalars[0].item<double>() / static_cast<double>(s_.train.grad_accum_steps)}, torch::kDouble);
+  control_.allreduce(mean_loss, parallel::ReduceOp::avg);  // a NaN on any rank reaches every rank
+  return {mean_loss.item<double>(), scalars[1].item<double>()};
+}
+
+torch::Tensor Trainer::train_step() {
   model_->train();
   strategy_->zero_grad();
   const int64_t accum = s_.train.grad_accum_steps, micro_batch = s_.train.micro_batch_size;
   const int64_t rows = micro_batch * accum;  // this rank's slice of the global batch
   const bool bf16 = s_.train.precision == Precision::bf16;
   data::Batch mine = train_data_->next(rows * dp_.size(), dp_.rank() * rows, rows);  // (B x accum, T)
-  double loss_sum = 0;
+  torch::Tensor loss_sum = torch::zeros({}, torch::dtype(torch::kDouble).device(device_));  // summed on the device
   for (int64_t micro = 0; micro < accum; ++micro) {
     data::Batch b = slice(mine, micro * micro_batch, micro_batch, device_);
     torch::Tensor loss;
@@ -339,13 +353,11 @@ double Trainer::train_step() {
     }
     strategy_->begin_backward(/*last=*/micro == accum - 1);
     (loss / static_cast<double>(accum)).backward();
-    loss_sum += loss.item<double>();
+    loss_sum += loss.detach().to(torch::kDouble);
   }
   strategy_->finish_backward();
   tokens_seen_ += mine.inputs.numel() * dp_.size();
-  auto mean_loss = torch::tensor({loss_sum / static_cast<double>(accum)}, torch::kDouble);
-  control_.allreduce(mean_loss, parallel::ReduceOp::avg);  // a NaN on any rank reaches every rank
-  return mean_loss.item<double>();
+  return loss_sum;
 }
 
 EvalResult Trainer::evaluate() {

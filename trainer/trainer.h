@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 
 #include "data/text_dataset.h"
 #include "parallel/launcher.h"
@@ -120,7 +121,10 @@ class Trainer {
   const std::vector<double>& losses() const { return losses_; }  // one per optimizer step
 
  private:
-  double train_step();  // returns the mean loss over the global batch
+  torch::Tensor train_step();  // this rank's loss summed over its micro-steps (device, no host read)
+  // The step's one host read: the mean loss over the global batch (agreed over the host
+  // communicator) and the gradient norm.
+  std::pair<double, double> step_scalars(const torch::Tensor& loss_sum, const torch::Tensor& grad_norm);
   void log_step(int64_t step, double loss, double grad_norm, double lr);
   void log_eval(const EvalResult& r);
   void save_final_weights();

@@ -1,11 +1,12 @@
 // tests/trainer/control_plane_test.cpp -- the rule of parallel/comm.h on CPU: training, periodic,
-// final and resumed checkpoints and signal checks never hand the device communicator a host tensor.
-// The device communicator enforces NCCL's contract (make_device_contract_comm), as NCCL would on a GPU.
+// final and resumed checkpoints and signal checks never hand the device communicator a host tensor
+// (make_device_contract_comm enforces NCCL's contract), and a step reads the device once.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <string>
 
+#include "core/host_sync.h"
 #include "parallel/comm.h"
 #include "trainer/trainer.h"
 
@@ -25,7 +26,8 @@ fs::path temp_dir() {
 
 // Trains 4 steps with a checkpoint every 2 and a final one; `host` carries the control plane
 // (null: the device communicator itself, as the trainer did before the rule).
-std::unique_ptr<Trainer> trainer_on(parallel::Comm& device, parallel::Comm* host, const fs::path& dir) {
+std::unique_ptr<Trainer> trainer_on(parallel::Comm& device, parallel::Comm* host, const fs::path& dir,
+                                    bool zero = false) {
   torch::manual_seed(3);
   ModelConfig mc;
   mc.arch = "llama";
@@ -41,8 +43,9 @@ std::unique_ptr<Trainer> trainer_on(parallel::Comm& device, parallel::Comm* host
   s.train.seq_len = 16;
   s.train.log_every = 1000;
   s.run_dir = dir.string();
-  s.checkpoint.every_steps = 2;
+  s.checkpoint.every_steps = dir.empty() ? 0 : 2;
   s.control = host;
+  s.zero = zero;
   auto tokens = torch::randint(0, 40, {2000}, at::detail::createCPUGenerator(8), torch::kLong);
   return std::make_unique<Trainer>(build_model(mc), s, data::WindowSampler(tokens, 16, 11), torch::Tensor(), nullptr,
                                    device);
@@ -84,4 +87,18 @@ TEST(ControlPlane, WithoutAHostCommunicatorTheContractIsBroken) {
   auto trainer = trainer_on(*device, nullptr, dir);
   EXPECT_THROW(trainer->run(), std::runtime_error);
   fs::remove_all(dir);
+}
+
+// The step's host reads go through read_to_host (core/host_sync.h): the loss and the gradient norm
+// are read together once per optimizer step, whatever the accumulation (2 micro-steps here) and
+// the strategy; the budget is what a GPU step may afford.
+TEST(HostSync, OneDeviceReadPerStep) {
+  for (bool zero : {false, true}) {
+    auto host = parallel::make_self_comm();
+    auto trainer = trainer_on(*host, host.get(), "", zero);
+    const int64_t before = host_reads();
+    trainer->run();
+    EXPECT_EQ(host_reads() - before, 4) << (zero ? "zero-1" : "data parallel") << ": 4 steps";
+    EXPECT_EQ(trainer->losses().size(), 4u);
+  }
 }

@@ -122,7 +122,10 @@ class LlamaForCausalLM : public CausalLMImpl {
   explicit LlamaForCausalLM(const ModelConfig& c) : CausalLMImpl(llama_family()), cfg_(c) {
     model = register_module("model", LlamaModel(c));
     add_layer("lm_head", make_head(c.hidden_size, c.vocab_size, c.tie_embeddings, model->embed_tokens), lm_head);
-    if (!rope_varies_with_length(c)) fixed_rope_ = rope_frequencies(c, c.max_seq_len);
+    if (!rope_varies_with_length(c)) {  // a buffer: it moves with the model, no host copy per forward
+      fixed_rope_ = rope_frequencies(c, c.max_seq_len);
+      fixed_rope_.inv_freq = register_buffer("rope_inv_freq", fixed_rope_.inv_freq);
+    }
   }
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids,
                         const torch::Tensor& segments) override {
