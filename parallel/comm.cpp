@@ -1,17 +1,19 @@
-// parallel/comm.cpp -- the self communicator and the MPI backend (OpenMPI). Tensors are
-// reduced in place; bf16/f16 travel as fp32 because MPI has no such types.
+// parallel/comm.cpp -- the self communicator, the MPI backend (OpenMPI), the device-contract
+// wrapper and the start-up timeout. Tensors are reduced in place; bf16/f16 travel as fp32 over MPI.
 #include "parallel/comm.h"
 
 #define OMPI_SKIP_MPICXX 1  // the C API only: the deprecated C++ bindings need another library
 #include <mpi.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <thread>
+#include <mutex>
 #include <stdexcept>
+#include <thread>
 
 namespace lmforge::parallel {
 
@@ -284,6 +286,36 @@ class DeviceContractComm : public Comm {
 }  // namespace
 
 std::unique_ptr<Comm> make_device_contract_comm(Comm& inner) { return std::make_unique<DeviceContractComm>(inner); }
+
+void run_within(double timeout_s, const std::string& what, const std::function<void()>& work) {
+  std::mutex mutex;
+  std::condition_variable finished;
+  bool done = false;
+  std::thread timer([&] {
+    std::unique_lock<std::mutex> lock(mutex);
+    if (!finished.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] { return done; })) {
+      std::fprintf(stderr, "error: %s did not complete within parallel.timeout_s = %g s: another rank is hung, "
+                           "gone, or cannot reach this one; ending the job\n", what.c_str(), timeout_s);
+      std::fflush(stderr);
+      std::_Exit(1);
+    }
+  });
+  auto finish = [&] {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      done = true;
+    }
+    finished.notify_all();
+    timer.join();
+  };
+  try {
+    work();
+  } catch (...) {
+    finish();
+    throw;
+  }
+  finish();
+}
 
 std::unique_ptr<Comm> make_mpi_world_comm() {
   int initialized = 0;

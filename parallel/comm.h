@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -73,6 +74,12 @@ std::unique_ptr<Comm> make_nccl_comm(Comm& bootstrap, int device, double timeout
 // device, naming the collective and the tensor, as NCCL does. Tests wrap the device communicator
 // in it to prove the control plane never reaches it.
 std::unique_ptr<Comm> make_device_contract_comm(Comm& inner);
+
+// Runs `work` (a blocking start-up call such as ncclCommInitRank, which has no timeout of its own)
+// and ends the process with exit code 1 and a message naming `what` and the timeout when it has
+// not returned after `timeout_s`: a rank that never joins must not hang the others. Exceptions
+// from `work` pass through.
+void run_within(double timeout_s, const std::string& what, const std::function<void()>& work);
 
 // Broadcasts a string from `root` (e.g. the run directory rank 0 created).
 std::string broadcast_string(Comm& comm, const std::string& value, int root);

@@ -13,12 +13,40 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "parallel/comm.h"
+
+#if LMFORGE_HAVE_C10_CUDA  // a CUDA LibTorch (pip's): its current stream and caching allocator
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace lmforge::parallel {
 
 namespace {
+
+// LibTorch's current stream on `device`, where the kernels producing and consuming collective
+// buffers run. A LibTorch without CUDA runs no kernels there: the legacy default stream stands in.
+cudaStream_t torch_stream(int device) {
+#if LMFORGE_HAVE_C10_CUDA
+  return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
+#else
+  (void)device;
+  return nullptr;
+#endif
+}
+
+// Tells the caching allocator that `t` is in use on `stream`, so its memory is not handed to
+// LibTorch's stream again before the collective there has finished (and wait() need not block).
+void record_stream(const torch::Tensor& t, cudaStream_t stream, int device) {
+#if LMFORGE_HAVE_C10_CUDA
+  c10::cuda::CUDACachingAllocator::recordStream(
+      t.storage().data_ptr(), c10::cuda::getStreamFromExternal(stream, static_cast<c10::DeviceIndex>(device)));
+#else
+  (void)t, (void)stream, (void)device;
+#endif
+}
 
 void check_cuda(cudaError_t rc, const char* what) {
   if (rc != cudaSuccess) throw std::runtime_error(std::string("CUDA ") + what + " failed: " + cudaGetErrorString(rc));
@@ -85,23 +113,24 @@ class NcclState {
   void set_timeout(double s) { timeout_s_ = s; }
   double timeout() const { return timeout_s_; }
 
-  // Orders the collective after all work already queued on LibTorch's stream (the legacy
-  // default stream: lmforge never switches streams) by waiting on an event recorded there.
+  // Orders the collective after all work already queued on LibTorch's current stream by waiting
+  // on an event recorded there.
   void begin() {
     cudaEvent_t ready;
     check_cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "EventCreate");
-    check_cuda(cudaEventRecord(ready, nullptr), "EventRecord");
+    check_cuda(cudaEventRecord(ready, torch_stream(device_)), "EventRecord");
     check_cuda(cudaStreamWaitEvent(stream_, ready, 0), "StreamWaitEvent");
     cudaEventDestroy(ready);
   }
 
   // Records completion on our stream, makes LibTorch's stream wait for it (so later kernels and
   // the caching allocator see the result) and hands the event to the watchdog.
-  cudaEvent_t end(const char* what) {
+  cudaEvent_t end(const char* what, const std::vector<torch::Tensor>& buffers) {
+    for (const auto& t : buffers) record_stream(t, stream_, device_);
     cudaEvent_t done;
     check_cuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "EventCreate");
     check_cuda(cudaEventRecord(done, stream_), "EventRecord");
-    check_cuda(cudaStreamWaitEvent(nullptr, done, 0), "StreamWaitEvent");
+    check_cuda(cudaStreamWaitEvent(torch_stream(device_), done, 0), "StreamWaitEvent");
     cudaEvent_t watched;
     check_cuda(cudaEventCreateWithFlags(&watched, cudaEventDisableTiming), "EventCreate");
     check_cuda(cudaEventRecord(watched, stream_), "EventRecord");
@@ -182,6 +211,10 @@ class NcclWork : public Work {
   std::vector<torch::Tensor> keep_alive_;
 };
 
+std::unique_ptr<Work> make_work(cudaEvent_t done, std::vector<torch::Tensor> buffers) {
+  return std::make_unique<NcclWork>(done, std::move(buffers));
+}
+
 class NcclComm : public Comm {
  public:
   NcclComm(std::shared_ptr<NcclState> state, int rank, int size) : state_(std::move(state)), rank_(rank), size_(size) {}
@@ -195,7 +228,7 @@ class NcclComm : public Comm {
     check_nccl(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.scalar_type()),
                              nccl_op(op), state_->comm(), state_->stream()),
                "AllReduce");
-    return std::make_unique<NcclWork>(state_->end("AllReduce"), std::vector<torch::Tensor>{t});
+    return make_work(state_->end("AllReduce", {t}), {t});
   }
 
   std::unique_ptr<Work> broadcast_async(torch::Tensor& t, int root) override {
@@ -204,7 +237,7 @@ class NcclComm : public Comm {
     check_nccl(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.scalar_type()),
                              root, state_->comm(), state_->stream()),
                "Broadcast");
-    return std::make_unique<NcclWork>(state_->end("Broadcast"), std::vector<torch::Tensor>{t});
+    return make_work(state_->end("Broadcast", {t}), {t});
   }
 
   std::unique_ptr<Work> allgather_async(const torch::Tensor& t, torch::Tensor& out) override {
@@ -218,7 +251,7 @@ class NcclComm : public Comm {
     check_nccl(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
                              nccl_type(in.scalar_type()), state_->comm(), state_->stream()),
                "AllGather");
-    return std::make_unique<NcclWork>(state_->end("AllGather"), std::vector<torch::Tensor>{in, out});
+    return make_work(state_->end("AllGather", {in, out}), {in, out});
   }
 
   std::unique_ptr<Work> reduce_scatter_async(const torch::Tensor& t, torch::Tensor& out, ReduceOp op) override {
@@ -233,7 +266,7 @@ class NcclComm : public Comm {
     check_nccl(ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
                                  nccl_type(in.scalar_type()), nccl_op(op), state_->comm(), state_->stream()),
                "ReduceScatter");
-    return std::make_unique<NcclWork>(state_->end("ReduceScatter"), std::vector<torch::Tensor>{in, out});
+    return make_work(state_->end("ReduceScatter", {in, out}), {in, out});
   }
 
   // NCCL has no barrier: a one-element allreduce that every rank must join.
@@ -246,7 +279,8 @@ class NcclComm : public Comm {
 
   std::unique_ptr<Comm> split(int color, int key) override {
     ncclComm_t sub = nullptr;
-    check_nccl(ncclCommSplit(state_->comm(), color, key, &sub, nullptr), "CommSplit");
+    run_within(state_->timeout(), "NCCL CommSplit (rank " + std::to_string(rank_) + ")",
+               [&] { check_nccl(ncclCommSplit(state_->comm(), color, key, &sub, nullptr), "CommSplit"); });
     int rank = 0, size = 0;
     check_nccl(ncclCommUserRank(sub, &rank), "CommUserRank");
     check_nccl(ncclCommCount(sub, &size), "CommCount");
@@ -275,7 +309,8 @@ std::unique_ptr<Comm> make_nccl_comm(Comm& bootstrap, int device, double timeout
   bootstrap.broadcast(bytes, 0);
   std::memcpy(&id, bytes.data_ptr(), sizeof id);
   ncclComm_t comm = nullptr;
-  check_nccl(ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()), "CommInitRank");
+  run_within(timeout_s, "NCCL CommInitRank (rank " + std::to_string(bootstrap.rank()) + ")",
+             [&] { check_nccl(ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()), "CommInitRank"); });
   return std::make_unique<NcclComm>(std::make_shared<NcclState>(comm, device, bootstrap.rank(), timeout_s),
                                     bootstrap.rank(), bootstrap.size());
 }
