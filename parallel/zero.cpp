@@ -14,6 +14,8 @@ struct ZeroOptimizer::Group {
   std::vector<torch::Tensor> params;
   int64_t numel = 0, shard_numel = 0;  // padded total = shard_numel x world
   torch::Tensor shard;                 // (shard_numel) fp32 leaf: this rank's slice of the parameters
+  torch::Tensor gradients;             // (shard_numel x world) fp32: the flat gradients reduce-scattered,
+                                       // allocated once at the first step (its padding stays zero)
 };
 
 static torch::Tensor flatten_padded(const std::vector<torch::Tensor>& tensors, int64_t padded) {
@@ -53,9 +55,19 @@ torch::Tensor ZeroOptimizer::reduce_gradients_and_clip_on_device(double max_norm
   const int world = comm_.size();
   auto sum_sq = torch::zeros({1}, groups_.front()->shard.options().dtype(torch::kDouble));
   for (auto& g : groups_) {
-    std::vector<torch::Tensor> grads;
-    for (const auto& p : g->params) grads.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
-    auto shard_grad = comm_.reduce_scatter(flatten_padded(grads, g->shard_numel * world), ReduceOp::avg);
+    if (!g->gradients.defined())
+      g->gradients = torch::zeros({g->shard_numel * world}, g->shard.options().requires_grad(false));
+    int64_t offset = 0;
+    for (const auto& p : g->params) {
+      auto slot = g->gradients.narrow(0, offset, p.numel());
+      if (p.grad().defined()) {
+        slot.copy_(p.grad().reshape({-1}));
+      } else {
+        slot.zero_();  // a parameter this rank's graph did not reach contributes zero
+      }
+      offset += p.numel();
+    }
+    auto shard_grad = comm_.reduce_scatter(g->gradients, ReduceOp::avg);
     sum_sq += shard_grad.to(torch::kDouble).pow(2).sum();
     g->shard.mutable_grad() = shard_grad;
   }
