@@ -121,10 +121,19 @@ class Trainer {
   const std::vector<double>& losses() const { return losses_; }  // one per optimizer step
 
  private:
-  torch::Tensor train_step();  // this rank's loss summed over its micro-steps (device, no host read)
-  // The step's one host read: the mean loss over the global batch (agreed over the host
-  // communicator) and the gradient norm.
-  std::pair<double, double> step_scalars(const torch::Tensor& loss_sum, const torch::Tensor& grad_norm);
+  // This rank's token losses summed over its micro-steps, and the global batch's target count
+  // (device tensors, no host read).
+  struct StepSums {
+    torch::Tensor loss_sum, targets;
+  };
+  StepSums train_step();
+  // The step's one host read: the loss over the global batch (token-weighted, agreed over the
+  // host communicator), the gradient norm, and the global target count.
+  struct StepScalars {
+    double loss, grad_norm;
+    int64_t targets;
+  };
+  StepScalars step_scalars(const StepSums& sums, const torch::Tensor& grad_norm);
   void log_step(int64_t step, double loss, double grad_norm, double lr);
   void log_eval(const EvalResult& r);
   void save_final_weights();

@@ -96,7 +96,9 @@ using CausalLM = std::shared_ptr<CausalLMImpl>;
 // HF directory (trainer/models/hf_model.h).
 CausalLM build_model(const ModelConfig& cfg);
 
-// Mean next-token cross-entropy in fp32; targets equal to -100 are ignored.
+// Next-token cross-entropy in fp32; targets equal to -100 are ignored. The mean over the targets,
+// or their sum (0 when there are none): the trainer divides sums by the global batch's count.
 torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& targets);
+torch::Tensor causal_lm_loss_sum(const torch::Tensor& logits, const torch::Tensor& targets);
 
 }  // namespace lmforge::trainer
