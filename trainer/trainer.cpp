@@ -5,6 +5,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -188,6 +189,45 @@ class Counters : public CheckpointComponent {
 
 }  // namespace
 
+// A batch source that can draw the next step's rows early: while this step's backward runs on the
+// device, the host reads the shards instead of idling at the step's end. state() is the source's
+// before that draw, so a checkpoint resumes with the rows the next step trains on.
+class PrefetchingSource : public data::BatchSource {
+ public:
+  explicit PrefetchingSource(std::unique_ptr<data::BatchSource> inner) : inner_(std::move(inner)) {}
+  void prefetch(int64_t global_rows, int64_t first, int64_t count) {
+    cancel();
+    state_before_ = inner_->state();
+    ahead_ = inner_->next(global_rows, first, count);
+    ahead_rows_ = {global_rows, first, count};
+    holding_ = true;
+  }
+  data::Batch next(int64_t global_rows, int64_t first, int64_t count) override {
+    if (holding_ && ahead_rows_ == std::array<int64_t, 3>{global_rows, first, count}) {
+      holding_ = false;
+      return std::move(ahead_);
+    }
+    cancel();
+    return inner_->next(global_rows, first, count);
+  }
+  std::string state() const override { return holding_ ? state_before_ : inner_->state(); }
+  void restore(const std::string& state) override {
+    holding_ = false;
+    inner_->restore(state);
+  }
+
+ private:
+  void cancel() {  // a prefetched batch nobody took: the source goes back to before it
+    if (holding_) inner_->restore(state_before_);
+    holding_ = false;
+  }
+  std::unique_ptr<data::BatchSource> inner_;
+  data::Batch ahead_;
+  std::array<int64_t, 3> ahead_rows_{};
+  std::string state_before_;
+  bool holding_ = false;
+};
+
 // The model's weights: every parameter, or a LoRA run's trainable ones next to base.json, the
 // frozen base they adapt (checked by content on load). Full tensors whatever tp is.
 class WeightsState : public CheckpointComponent {
@@ -268,7 +308,7 @@ Trainer::Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data:
     : model_(std::move(model)),
       device_(model_->parameters().front().device()),
       s_(std::move(settings)),
-      train_data_(std::move(train_data)),
+      train_data_(std::make_unique<PrefetchingSource>(std::move(train_data))),
       eval_batches_(std::move(eval_batches)),
       metrics_(metrics),
       comm_(comm),
@@ -364,8 +404,10 @@ Trainer::StepSums Trainer::train_step() {
   if (dp_.size() > 1) dp_.allreduce(targets, parallel::ReduceOp::sum);
   torch::Tensor scale = (static_cast<double>(dp_.size()) / targets.clamp_min(1)).to(torch::kFloat).reshape({});
   torch::Tensor loss_sum = torch::zeros({}, torch::dtype(torch::kDouble).device(device_));  // summed on the device
+  data::Batch ahead = slice(mine, 0, micro_batch, device_);
   for (int64_t micro = 0; micro < accum; ++micro) {
-    data::Batch b = slice(mine, micro * micro_batch, micro_batch, device_);
+    data::Batch b = std::move(ahead);  // its copy was posted before the previous forward
+    if (micro + 1 < accum) ahead = slice(mine, (micro + 1) * micro_batch, micro_batch, device_);
     torch::Tensor loss;
     {
       Autocast autocast(bf16, device_.type());
@@ -375,6 +417,7 @@ Trainer::StepSums Trainer::train_step() {
     (loss * scale).backward();
     loss_sum += loss.detach().to(torch::kDouble);
   }
+  if (step_ + 1 < s_.train.max_steps) train_data_->prefetch(rows * dp_.size(), dp_.rank() * rows, rows);
   strategy_->finish_backward();
   tokens_seen_ += mine.inputs.numel() * dp_.size();
   return {loss_sum, targets};

@@ -99,6 +99,8 @@ struct EvalResult {
 // model. The tp ranks of a dp rank share its slice. Checkpoints and final weights hold full
 // tensors whatever tp is. Only the rank given a metrics sink (rank 0) writes metrics and the final
 // weights (<run_dir>/model.safetensors).
+class PrefetchingSource;
+
 class Trainer {
  public:
   Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data::BatchSource> train_data,
@@ -141,7 +143,7 @@ class Trainer {
   CausalLM model_;
   torch::Device device_;  // where the model lives; batches are moved here
   TrainerSettings s_;
-  std::unique_ptr<data::BatchSource> train_data_;
+  std::unique_ptr<PrefetchingSource> train_data_;  // draws the next step's rows during backward
   std::vector<data::Batch> eval_batches_;  // the same every evaluation; empty: no evaluation
   MetricsSink* metrics_;
   parallel::Comm& comm_;     // every rank, on the device: the strategy's collectives

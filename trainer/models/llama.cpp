@@ -5,6 +5,7 @@
 
 #include "core/config_reader.h"
 #include "core/errors.h"
+#include "core/host_sync.h"
 #include "trainer/models/attention.h"
 #include "trainer/models/family.h"
 #include "trainer/models/hf_config.h"
@@ -130,7 +131,11 @@ class LlamaForCausalLM : public CausalLMImpl {
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids,
                         const torch::Tensor& segments) override {
     auto pos = position_ids.defined() ? position_ids : default_positions(tokens);
-    auto in = attention_inputs(pos, allowed_attention(segments));
+    // Positions are below T, and up to rope_constant_length the frequencies do not depend on the
+    // largest one: it is read from the device only past that (dynamic/longrope on long rows).
+    const int64_t t = tokens.size(1);
+    int64_t length = t <= rope_constant_length(cfg_) ? t : read_to_host(pos.max()).item<int64_t>() + 1;
+    auto in = attention_inputs(pos, length, allowed_attention(segments));
     return lm_head->forward(model->forward(tokens, in));
   }
   KVCache make_cache(int64_t batch, int64_t capacity) const override {
@@ -147,7 +152,7 @@ class LlamaForCausalLM : public CausalLMImpl {
       return forward_cached(all, cache).narrow(1, past, t);
     }
     cache.tokens.narrow(1, past, t).copy_(tokens);
-    auto in = attention_inputs(positions_from(tokens, past), {});
+    auto in = attention_inputs(positions_from(tokens, past), total, {});
     auto logits = lm_head->forward(model->forward(tokens, in, &cache));
     cache.length = total;
     return logits;
@@ -156,9 +161,10 @@ class LlamaForCausalLM : public CausalLMImpl {
   Layer lm_head;
 
  private:
-  // pos (B, T); allowed (B, 1, T, T) or undefined.
-  AttentionInputs attention_inputs(const torch::Tensor& pos, torch::Tensor allowed) const {
-    auto rope = fixed_rope_.inv_freq.defined() ? fixed_rope_ : rope_frequencies(cfg_, pos.max().item<int64_t>() + 1);
+  // pos (B, T), whose largest value is `length` - 1 (or any below rope_constant_length);
+  // allowed (B, 1, T, T) or undefined.
+  AttentionInputs attention_inputs(const torch::Tensor& pos, int64_t length, torch::Tensor allowed) const {
+    auto rope = fixed_rope_.inv_freq.defined() ? fixed_rope_ : rope_frequencies(cfg_, length);
     AttentionInputs in{rotary_angles(pos, rope), allowed, {}};
     if (cfg_.sliding_window > 0 && pos.size(1) > cfg_.sliding_window) {
       auto window = visible_keys(pos.size(1), 0, cfg_.sliding_window, pos.device()).view({1, 1, pos.size(1), -1});

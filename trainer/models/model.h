@@ -70,7 +70,8 @@ struct KVCache {
 // Every family implements this: token ids in, next-token logits out.
 class CausalLMImpl : public LayerHost {
  public:
-  // tokens (B, T) int64; position_ids (B, T) or undefined for 0..T-1; segments (B, T) document
+  // tokens (B, T) int64; position_ids (B, T), each below T (0.. restarting per document), or
+  // undefined for 0..T-1; segments (B, T) document
   // index per token, or undefined: with it, tokens attend only within their own document.
   // -> logits (B, T, V)
   virtual torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids = {},
