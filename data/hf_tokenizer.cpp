@@ -48,18 +48,6 @@ std::vector<std::string> utf8_chars(const std::string& s) {
   return out;
 }
 
-// GPT-2's reversible byte -> printable unicode table: printable Latin-1 bytes map to themselves,
-// the other 68 bytes to U+0100 onwards, so no token contains whitespace or control characters.
-std::array<std::string, 256> byte_to_unicode() {
-  std::array<std::string, 256> table;
-  uint32_t next = 256;
-  for (uint32_t b = 0; b < 256; ++b) {
-    bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    table[b] = utf8_encode(printable ? b : next++);
-  }
-  return table;
-}
-
 // The steps of a normalizer/pre-tokenizer: a {"type": "Sequence", list_key: [...]} or one step.
 std::vector<json> sequence_parts(const json& node, const char* list_key) {
   std::vector<json> parts;
@@ -200,6 +188,33 @@ class BpeTokenizer : public Tokenizer {
   }
   std::string fingerprint() const override { return fingerprint_; }
 
+  // Byte-level files only: SentencePiece-style tokenizer.json (U+2581 spaces, byte fallback) has
+  // no scores to give, and GGUF's SentencePiece kind needs them.
+  std::optional<TokenizerDescription> describe() const override {
+    if (!byte_level_ || metaspace_) return std::nullopt;
+    TokenizerDescription d;
+    d.kind = TokenizerDescription::Kind::byte_level_bpe;
+    d.tokens = tokens_;
+    d.token_types.assign(tokens_.size(), TokenizerDescription::normal);
+    for (size_t id = 0; id < tokens_.size(); ++id)
+      if (tokens_[id].empty() || ids_.at(tokens_[id]) != static_cast<int32_t>(id))
+        d.token_types[id] = TokenizerDescription::unused;  // a gap in the ids, or a duplicate spelling
+    for (const auto& [content, id] : added_)
+      d.token_types[id] = special_.count(id) ? TokenizerDescription::control : TokenizerDescription::user_defined;
+    d.merges.resize(ranks_.size());
+    for (const auto& [pair, rank] : ranks_) {
+      std::string merge = pair;
+      merge[merge.find('\0')] = ' ';
+      d.merges[rank] = merge;
+    }
+    d.pre_pattern = pattern_;
+    d.add_prefix_space = add_prefix_space_;
+    d.prefix_ids = prefix_;
+    d.suffix_ids = suffix_;
+    d.unk_id = unk_;
+    return d;
+  }
+
  private:
   [[noreturn]] void fail(const std::string& what) const { throw InputError(path_ + ": " + what); }
 
@@ -266,6 +281,7 @@ class BpeTokenizer : public Tokenizer {
       }
     }
     if (pattern.empty()) return;
+    pattern_ = pattern;
     int code = 0;
     PCRE2_SIZE offset = 0;
     regex_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
@@ -440,6 +456,7 @@ class BpeTokenizer : public Tokenizer {
   std::map<int32_t, bool> special_;
   std::vector<int32_t> prefix_, suffix_;
   pcre2_code* regex_ = nullptr;
+  std::string pattern_;  // regex_'s source
   std::array<bool, 256> added_first_bytes_{};  // [byte]: some added token starts with it
   // Pre-token -> ids. Bounded (cleared when full) so adversarial text cannot grow it without
   // limit: 2^18 entries of a few short strings stay under ~50 MB.

@@ -1,0 +1,34 @@
+// tests/interop/gguf_check.mjs -- runs a GGUF file in llama.cpp (node-llama-cpp's prebuilt CPU
+// binary) and reads it with @huggingface/gguf, for gguf_test.sh. Usage: node gguf_check.mjs IN.json
+// IN: {gguf, text, prompt_ids, ids, greedy_tokens}; prints {tokens, greedy, next_probs, metadata, tensors}:
+// tokens = llama.cpp's ids for text (no special tokens added); greedy = its temperature-0 continuation
+// of prompt_ids; next_probs[t] = its p(ids[t+1] | ids[..t]).
+import {readFileSync} from "node:fs";
+import {getLlama} from "node-llama-cpp";
+import {gguf} from "@huggingface/gguf";
+
+const input = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const {metadata, tensorInfos} = await gguf(input.gguf, {allowLocalFile: true});
+const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
+const model = await llama.loadModel({modelPath: input.gguf});
+const tokens = Array.from(model.tokenize(input.text, false));
+
+const context = await model.createContext({contextSize: 256, sequences: 1, threads: 2});
+const sequence = context.getSequence();
+const greedy = [];
+for await (const out of sequence.evaluateWithMetadata(input.prompt_ids, {confidence: true}, {temperature: 0, yieldEogToken: true})) {
+  greedy.push(out.token);
+  if (greedy.length >= input.greedy_tokens) break;
+}
+await sequence.clearHistory();
+const items = input.ids.map((id, i) => i + 1 < input.ids.length ? [id, {generateNext: {probabilities: true}}] : id);
+const outputs = await sequence.controlledEvaluate(items);
+const next_probs = [];
+for (let i = 0; i + 1 < input.ids.length; i++) next_probs.push(outputs[i].next.probabilities.get(input.ids[i + 1]) ?? 0);
+const meta = {};
+for (const [k, v] of Object.entries(metadata))
+  meta[k] = Array.isArray(v) ? {length: v.length, head: v.slice(0, 3)} : typeof v === "bigint" ? Number(v) : v;
+const tensors = tensorInfos.map(t => ({name: t.name, shape: t.shape.map(Number), dtype: t.dtype}));
+console.log(JSON.stringify({tokens, greedy, next_probs, metadata: meta, tensors}));
+await context.dispose();
+await model.dispose();
