@@ -10,6 +10,7 @@
 #include "core/errors.h"
 #include "core/run_dir.h"
 #include "data/chat_template.h"
+#include "data/hf_tokenizer.h"
 #include "experiments/run_models.h"
 #include "experiments/runs.h"
 #include "parallel/launcher.h"
@@ -159,6 +160,8 @@ void export_adapted(const HfCommands& c, const trainer::HfSaveOptions& options) 
   trainer::HfSaveOptions merged = options;
   merged.copy_files_from = run.base_dir;
   trainer::save_hf_model(*run.model, run.model_cfg, c.out_dir, merged);
+  if (auto tok = data::load_hf_tokenizer(run.base_dir))
+    data::save_hf_tokenizer_files(data::tokenizer_of_model_dir(run.base_dir), *tok, c.out_dir);
 }
 
 // --format gguf: one file for llama.cpp; a LoRA run or --adapter is merged first.
@@ -193,6 +196,7 @@ int run_export(const HfCommands& c) {
     experiments::LoadedModel m = experiments::open_model_dir(c.model_dir);
     options.copy_files_from = m.config.from;
     trainer::save_hf_model(*m.model, m.config, c.out_dir, options);
+    if (m.tokenizer) data::save_hf_tokenizer_files(m.tokenizer_source, *m.tokenizer, c.out_dir);
   }
   // Exported from a run: the card carries the run's lineage (from the run directory itself, or
   // from the run an `export/` directory sits in).

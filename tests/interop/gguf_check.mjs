@@ -4,8 +4,14 @@
 // tokens = llama.cpp's ids for text (no special tokens added); greedy = its temperature-0 continuation
 // of prompt_ids; next_probs[t] = its p(ids[t+1] | ids[..t]).
 import {readFileSync} from "node:fs";
-import {getLlama} from "node-llama-cpp";
-import {gguf} from "@huggingface/gguf";
+import {createRequire} from "node:module";
+import {pathToFileURL} from "node:url";
+
+// The packages live in build/npm (launch/setup.sh), named by LMFORGE_NPM, not beside this script.
+const npm = createRequire(process.env.LMFORGE_NPM + "/node_modules/");
+const load = name => import(pathToFileURL(npm.resolve(name)).href);
+const {getLlama} = await load("node-llama-cpp");
+const {gguf} = await load("@huggingface/gguf");
 
 const input = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const {metadata, tensorInfos} = await gguf(input.gguf, {allowLocalFile: true});
