@@ -128,7 +128,8 @@ int run_generate(const HfCommands& c) {
     nlohmann::json out = {{"prompt_ids", prompt}, {"ids", g.ids}, {"sequence_ids", sequence},
                           {"finish_reason", g.finish_reason}};
     if (m.tokenizer) out["text"] = text;
-    std::printf("%s\n", out.dump().c_str());
+    // Text cut inside a UTF-8 sequence: U+FFFD for the partial bytes, not an exception.
+    std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else if (m.tokenizer) {
     std::printf("%s\n", text.c_str());
   } else {

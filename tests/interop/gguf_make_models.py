@@ -28,21 +28,25 @@ def save_safetensors(path, tensors):
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
-# Sizes: rows (hidden 64, ffn 128) are multiples of q8_0/q4_0's 32-value blocks; std 0.3 makes the
-# next-token distribution peaked enough that greedy decoding has clear winners.
-V, C, L, H, F = 50257, 64, 2, 4, 128
+# Sizes: rows (hidden 64, ffn 128) are multiples of q8_0/q4_0's 32-value blocks (the "odd" model's
+# hidden 48 is not). Embedding and head std 1 give logits of std ~8: a peaked next-token
+# distribution, so greedy decoding has clear winners; the rest std 0.3.
+V, L, H, F = 50257, 2, 4, 128
 models = {
     "llama": dict(kv=2, bias=False, tied=False, extra={"model_type": "llama", "attention_bias": False, "mlp_bias": False}),
     "mistral": dict(kv=1, bias=False, tied=False, extra={"model_type": "mistral", "sliding_window": 4096}),
     "qwen2": dict(kv=2, bias=True, tied=True, extra={"model_type": "qwen2", "use_sliding_window": False}),
+    "odd": dict(kv=2, bias=False, tied=False, C=48, extra={"model_type": "llama"}),
+    "gelu": dict(kv=2, bias=False, tied=False, extra={"model_type": "llama", "hidden_act": "gelu"}),
 }
 for name, m in models.items():
     g = torch.Generator().manual_seed(len(name))
-    r = lambda *shape: torch.randn(*shape, generator=g) * 0.3
+    r = lambda *shape, std=0.3: torch.randn(*shape, generator=g) * std
+    C = m.get("C", 64)
     D = C // H
-    t = {"model.embed_tokens.weight": r(V, C), "model.norm.weight": 1 + 0.1 * r(C)}
+    t = {"model.embed_tokens.weight": r(V, C, std=1.0), "model.norm.weight": 1 + 0.1 * r(C)}
     if not m["tied"]:
-        t["lm_head.weight"] = r(V, C)
+        t["lm_head.weight"] = r(V, C, std=1.0)
     for i in range(L):
         p = f"model.layers.{i}."
         t[p + "self_attn.q_proj.weight"] = r(H * D, C)
@@ -58,7 +62,8 @@ for name, m in models.items():
     config = {"vocab_size": V, "hidden_size": C, "num_hidden_layers": L, "num_attention_heads": H,
               "num_key_value_heads": m["kv"], "intermediate_size": F, "max_position_embeddings": 256,
               "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": m["tied"], "hidden_act": "silu",
-              "bos_token_id": 50256, "eos_token_id": 50256, **m["extra"]}
+              "bos_token_id": 50256, "eos_token_id": 50256}
+    config.update(m["extra"])
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     json.dump(config, open(os.path.join(d, "config.json"), "w"))
