@@ -68,11 +68,15 @@ PY
 LMFORGE_NPM="$npm" node "$root/tests/interop/gguf_check.mjs" "$tmp/jobs.json" >"$tmp/llama_cpp.jsonl" 2>"$tmp/node.err" ||
   fail "gguf_check.mjs exited $?: $(tail -5 "$tmp/node.err")"
 
-# Against lmforge's fp32 (llama.cpp with an f32 KV cache). Tolerances, measured here and stated with
-# margin (the held-out text is improbable to random models: log p down to -45, where errors grow):
-# f32 max |log p error| 1e-3; f16 / bf16 (llama.cpp also rounds a matmul's activations to the
-# weights' type) max 0.3 / 1.5; q8_0 / q4_0 mean |error| BOUND_Q8 / BOUND_Q4 nats. Greedy ids identical
-# for f32/f16/bf16.
+# Against lmforge's fp32 (llama.cpp with an f32 KV cache). Bounds on |log p error| per type, measured
+# here (in brackets) and stated with margin; random models have logits of std ~8 and score the text at
+# log p down to -45, so their errors are larger than the trained model's:
+#                 f32 max        f16 max        bf16 max      q8_0 mean      q4_0 mean
+#   random        2e-4 [3.2e-5]  0.15 [0.056]   0.6 [0.39]    1.0 [0.57]     6.0 [4.5]
+#   trained       2e-4 [8.3e-6]  5e-3 [6.8e-4]  0.06 [0.022]  0.02 [3.1e-3]  0.2 [0.073]
+# Greedy continuations (16 tokens) identical for f32 and f16, and for bf16 on the trained model; a
+# random model in bf16 (llama.cpp rounds a matmul's activations to bf16 too) meets near-ties, so
+# there its first 8 tokens must agree.
 $py - "$tmp" <<'PY' || fail "llama.cpp disagrees with lmforge (above)"
 import json, math, sys
 tmp = sys.argv[1]
@@ -109,16 +113,18 @@ for line in open(f"{tmp}/llama_cpp.jsonl"):
     if t in ("f32", "f16", "bf16"):
         want = ref["logprobs"]
         err = max(abs(x - y) for x, y in zip(lp, want))
-        bound = {"f32": 1e-3, "f16": 0.3, "bf16": 1.5}[t]
+        bound = {"f32": 2e-4, "f16": 0.15, "bf16": 0.6} if m != "trained" else {"f32": 2e-4, "f16": 5e-3, "bf16": 0.06}
+        bound = bound[t]
         print(f"  {m}.{t}: max |log p error| {err:.2e} (bound {bound})")
         check(err < bound, f"{m}.{t}: log p differs by {err}")
         gen = json.load(open(f"{tmp}/{m}.gen.json"))["ids"]
-        check(r["greedy"] == gen, f"{m}.{t}: greedy {r['greedy']} vs lmforge {gen}")
+        n = 8 if (t == "bf16" and m != "trained") else 16
+        check(len(r["greedy"]) == 16 and r["greedy"][:n] == gen[:n], f"{m}.{t}: greedy {r['greedy']} vs lmforge {gen}")
     else:
         want = ref["logprobs"]
         err = sum(abs(x - y) for x, y in zip(lp, want)) / len(lp)
         worst = max(abs(x - y) for x, y in zip(lp, want))
-        bound = {"q8_0": 5.0, "q4_0": 20.0}[t]
+        bound = ({"q8_0": 1.0, "q4_0": 6.0} if m != "trained" else {"q8_0": 0.02, "q4_0": 0.2})[t]
         print(f"  {m}.{t}: mean |log p error| against f32 {err:.3e}, max {worst:.3e} (bound on the mean {bound})")
         check(err < bound, f"{m}.{t}: mean log p error {err}")
 sys.exit(1 if bad else 0)
