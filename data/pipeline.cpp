@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "data/chat_template.h"
@@ -829,16 +830,18 @@ void prepare_into(const DataConfig& cfg, const Tokenizer& tokenizer, const Prepa
                   const std::vector<InputFile>& files, const std::string& dir, const std::string& id,
                   nlohmann::json& splits, nlohmann::json& stats, int64_t& max_id) {
   const int workers = worker_count(cfg);
-  Assembler assembler(cfg, opt, tokenizer, dir, id);
-  if (assembler.resume()) {
+  auto resumed = std::make_unique<Assembler>(cfg, opt, tokenizer, dir, id);
+  if (resumed->resume()) {
     if (!opt.quiet)
-      log::line("data: resuming " + dir + " after " + std::to_string(assembler.shards_written()) + " verified shards", true);
+      log::line("data: resuming " + dir + " after " + std::to_string(resumed->shards_written()) + " verified shards", true);
   } else {
+    resumed = std::make_unique<Assembler>(cfg, opt, tokenizer, dir, id);  // nothing of a failed resume kept
     std::error_code ec;
     fs::remove_all(dir, ec);
     fs::create_directories(dir, ec);
     if (ec) throw InputError("data.cache_dir: cannot create '" + dir + "': " + ec.message());
   }
+  Assembler& assembler = *resumed;
   RecordStream stream(cfg, files, assembler.next_file(), assembler.next_at());
   uint64_t total = 0;
   for (const auto& f : files) total += f.bytes;
@@ -946,10 +949,11 @@ PreparedDataset prepare_dataset(const DataConfig& cfg, const Tokenizer& tokenize
                   {"inputs", inputs},
                   {"splits", splits},
                   {"stats", stats}};
-  for (const auto& entry : fs::directory_iterator(partial)) {  // the checkpoint is not part of the dataset
-    std::string name = entry.path().filename().string();
-    if (name == "state.json" || name == "digests.bin" || starts_with(name, "pending_")) fs::remove(entry.path());
-  }
+  std::set<std::string> keep;  // the checkpoint and a killed run's half-written shard are not the dataset's
+  for (const auto& [split, entry] : splits.items())
+    for (const auto& shard : entry["shards"]) keep.insert(shard["file"].get<std::string>());
+  for (const auto& entry : fs::directory_iterator(partial))
+    if (!keep.count(entry.path().filename().string())) fs::remove_all(entry.path());
   {
     std::ofstream m(partial + "/manifest.json");
     m << out.manifest.dump(2) << "\n";
