@@ -361,10 +361,11 @@ class BpeTokenizer : public Tokenizer {
   // each piece are cached: a hit costs one hash lookup instead of a merge loop (bench/RESULTS.md).
   void encode_piece(std::string_view piece, std::vector<int32_t>& ids) const {
     std::string key(piece);
+    CacheStripe& stripe = cache_[std::hash<std::string_view>{}(piece) % cache_.size()];
     {
-      std::lock_guard<std::mutex> lock(cache_mutex_);
-      auto hit = cache_.find(key);
-      if (hit != cache_.end()) {
+      std::lock_guard<std::mutex> lock(stripe.mutex);
+      auto hit = stripe.map.find(key);
+      if (hit != stripe.map.end()) {
         ids.insert(ids.end(), hit->second.begin(), hit->second.end());
         return;
       }
@@ -379,9 +380,9 @@ class BpeTokenizer : public Tokenizer {
       piece_ids.push_back(it->second);
     }
     ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cache_.size() >= kCacheEntries) cache_.clear();
-    cache_.emplace(std::move(key), std::move(piece_ids));
+    std::lock_guard<std::mutex> lock(stripe.mutex);
+    if (stripe.map.size() >= kCacheEntries / cache_.size()) stripe.map.clear();
+    stripe.map.emplace(std::move(key), std::move(piece_ids));
   }
 
   // SentencePiece-style: spaces become U+2581, words start at a U+2581 that follows another
@@ -463,8 +464,13 @@ class BpeTokenizer : public Tokenizer {
   // Pre-token -> ids. Bounded (cleared when full) so adversarial text cannot grow it without
   // limit: 2^18 entries of a few short strings stay under ~50 MB.
   static constexpr size_t kCacheEntries = size_t{1} << 18;
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
+  // Striped by the piece's hash, each stripe with its own lock: data prepare's worker threads
+  // encode at once, and one lock taken per piece by all of them would serialise them.
+  struct CacheStripe {
+    std::mutex mutex;
+    std::unordered_map<std::string, std::vector<int32_t>> map;
+  };
+  mutable std::array<CacheStripe, 32> cache_;
   bool add_prefix_space_ = false;  // byte level: a space before text that lacks one
   bool byte_level_ = false, metaspace_ = false;
   bool prepend_space_ = false;     // metaspace: U+2581 before the text (removed again on decode)

@@ -12,6 +12,7 @@ packages=(
   libhdf5-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libssl-dev
   hdf5-tools                            # h5dump: tests read shards with an independent tool
   libpcre2-dev libgtest-dev libpng-dev
+  zlib1g-dev libzstd-dev                # .gz and .zst data sources
   sentencepiece                         # spm_train/spm_encode: what tokenizer.model support is checked against
   fortunes fortunes-min                 # the English corpus the quickstart and CI train on
   python3-torch                         # the Python baseline in experiments/bench
