@@ -53,7 +53,7 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
       }
       if (i < cps.size()) out += utf8(cps[i]);
     }
-    spend(out.size() / 64, at);
+    spend(out.size() / kBytesPerUnit, at);
     return out;
   }
   std::string out;
@@ -65,7 +65,7 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
     out += s.substr(pos, k - pos) + to;
     pos = k + from.size();
   }
-  spend(out.size() / 64, at);
+  spend(out.size() / kBytesPerUnit, at);
   return out + s.substr(pos);
 }
 
@@ -388,7 +388,7 @@ Value apply_filter(const Expr& e, const std::string& f, const Value& v, const st
     to_json(need_data(v, at, "the value of tojson"), has_indent ? static_cast<int>(need_int(indent, at, "indent")) : -1,
             truthy(arg(pos, kw, 99, "sort_keys", Value::of(false))), 0, out);
     check_text(out.size(), at);
-    spend(out.size() / 64, at);
+    spend(out.size() / kBytesPerUnit, at);
     return Value::of(out);
   }
   if (f == "abs") {
@@ -419,6 +419,7 @@ Value apply_filter(const Expr& e, const std::string& f, const Value& v, const st
                       ? ojson(change_case(x.data.get<std::string>(), "lower", at))
                       : x.data;
       if (f == "unique") {
+        spend(seen.size() / 16 + 1, at);  // each item is compared with those kept
         if (x.data.is_string() && !all_ascii(x.data.get<std::string>())) fail(at, "unsupported: unique of non-ASCII strings");
         if (std::any_of(seen.begin(), seen.end(), [&](const ojson& s) { return equal(s, key); })) continue;
         seen.push_back(key);
@@ -449,7 +450,7 @@ Value apply_filter(const Expr& e, const std::string& f, const Value& v, const st
       out += (first ? "" : sep) + piece;
       first = false;
     }
-    spend(out.size() / 64, at);
+    spend(out.size() / kBytesPerUnit, at);
     return Value::of(out);
   }
   if (f == "selectattr" || f == "rejectattr" || f == "select" || f == "reject") {

@@ -27,8 +27,11 @@ int64_t floor_div(int64_t a, int64_t b) {
   return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
-// Python's int arithmetic within int64; Python would grow a big integer, lmforge refuses.
-int64_t checked(bool overflowed, int64_t r, size_t pos) {
+// Python's int arithmetic within int64 (Python would grow a big integer; lmforge refuses).
+int64_t int_op(char op, int64_t x, int64_t y, size_t pos) {
+  int64_t r = 0;
+  bool overflowed = op == '+' ? __builtin_add_overflow(x, y, &r) : op == '-' ? __builtin_sub_overflow(x, y, &r)
+                                                                             : __builtin_mul_overflow(x, y, &r);
   if (overflowed) fail(pos, "integer overflow (integers are 64-bit here)");
   return r;
 }
@@ -36,11 +39,22 @@ int64_t checked(bool overflowed, int64_t r, size_t pos) {
 int64_t int_pow(int64_t x, int64_t y, size_t pos) {  // by squaring: O(log y) whatever y is
   int64_t r = 1;
   while (y > 0) {
-    if (y & 1) r = checked(__builtin_mul_overflow(r, x, &r), r, pos);
+    if (y & 1) r = int_op('*', r, x, pos);
     y >>= 1;
-    if (y > 0) x = checked(__builtin_mul_overflow(x, x, &x), x, pos);
+    if (y > 0) x = int_op('*', x, x, pos);
   }
   return r;
+}
+
+// A loop iteration builds its `loop` object (nine entries) and a scope: it costs as much as ~32 steps.
+constexpr uint64_t kIterationUnits = 32;
+
+// What reading a value once costs (a filter, method, test or slice walks it): its text's bytes, a list's
+// or dict's length. Shallow, so that `messages | length` stays cheap to charge.
+uint64_t read_cost(const Value& v) {
+  if (!v.is_data()) return 0;
+  if (v.data.is_string()) return v.data.get_ref<const std::string&>().size() / kBytesPerUnit;
+  return v.data.is_structured() ? v.data.size() : 0;
 }
 
 class Renderer {
@@ -50,6 +64,7 @@ class Renderer {
   explicit Renderer(ojson globals) {
     scopes_.emplace_back();
     for (const auto& [k, v] : globals.items()) scopes_.back()[k] = Value::of(v);
+    globals_weight_ = weight(globals);
   }
 
   // The root output: {% generation %} spans are offsets into it.
@@ -68,7 +83,7 @@ class Renderer {
   // Appends `s` to an output (the root or a capture), within the text bound.
   static void write(std::string& out, const std::string& s, size_t pos) {
     check_text(out.size() + s.size(), pos);
-    spend(s.size() / 64, pos);
+    spend(s.size() / kBytesPerUnit, pos);
     out += s;
   }
 
@@ -123,7 +138,8 @@ class Renderer {
   }
 
   void render_for(const TemplateNode& n, std::string& out) {
-    std::vector<Value> items = iterate(eval(*n.expr), n.expr->pos);
+    Value hold;
+    std::vector<Value> items = iterate(subject(*n.expr, hold), n.expr->pos);
     if (n.filter) {
       std::vector<Value> kept;
       for (auto& item : items) {
@@ -140,7 +156,7 @@ class Renderer {
     }
     int64_t length = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < length; ++i) {
-      spend(1, n.pos);
+      spend(kIterationUnits, n.pos);
       ojson loop = {{"index0", i},          {"index", i + 1},          {"revindex0", length - 1 - i},
                     {"revindex", length - i}, {"first", i == 0},       {"last", i == length - 1},
                     {"length", length},     {"depth", 1},              {"depth0", 0}};
@@ -165,16 +181,31 @@ class Renderer {
     for (size_t k = 0; k < n.targets.size(); ++k) scopes_.back()[n.targets[k]] = Value::of(item.data[k]);
   }
 
-  // A variable's value, copied: the copy is charged by its weight.
-  Value lookup(const std::string& name, size_t pos = 0) {
+  const Value* find(const std::string& name) const {
     for (auto s = scopes_.rbegin(); s != scopes_.rend(); ++s) {
       auto it = s->find(name);
-      if (it != s->end()) {
-        if (it->second.is_data() && it->second.data.is_structured()) spend(weight(it->second.data) / 64, pos);
-        return it->second;
-      }
+      if (it != s->end()) return &it->second;
     }
-    return Value::undefined(name);
+    return nullptr;
+  }
+
+  // A variable's value, copied: the copy is charged by its weight.
+  Value lookup(const std::string& name, size_t pos = 0) {
+    const Value* v = find(name);
+    if (!v) return Value::undefined(name);
+    if (v->is_data() && (v->data.is_string() || v->data.is_structured())) spend(weight(v->data) / kBytesPerUnit, pos);
+    return *v;
+  }
+
+  // The value of `e`, a variable's read in place rather than copied (messages[i], messages | length,
+  // for m in messages: linear, not quadratic, in the conversation); `hold` keeps a computed one.
+  const Value& subject(const Expr& e, Value& hold) {
+    if (e.k == Expr::K::name) {
+      spend(1, e.pos);
+      if (const Value* v = find(e.name)) return *v;
+    }
+    hold = eval(e);
+    return hold;
   }
 
   Value eval(const Expr& e) {
@@ -187,7 +218,7 @@ class Renderer {
         ojson out = ojson::array();
         for (const auto& a : e.args) {
           out.push_back(need_data(eval(*a), a->pos, "a list item"));
-          spend(weight(out.back()) / 64, a->pos);
+          spend(weight(out.back()) / kBytesPerUnit, a->pos);
         }
         return Value::of(out);
       }
@@ -198,8 +229,14 @@ class Renderer {
               need_data(eval(*e.args[i + 1]), e.args[i + 1]->pos, "a dict value");
         return Value::of(out);
       }
-      case Expr::K::attr: return get_attr(eval(*e.args[0]), e.name, e.pos);
-      case Expr::K::item: return get_item(eval(*e.args[0]), eval(*e.args[1]), e.pos);
+      case Expr::K::attr: {
+        Value hold;
+        return get_attr(subject(*e.args[0], hold), e.name, e.pos);
+      }
+      case Expr::K::item: {
+        Value hold, key = eval(*e.args[1]);
+        return get_item(subject(*e.args[0], hold), key, e.pos);
+      }
       case Expr::K::slice: return slice(e);
       case Expr::K::call: return call(e);
       case Expr::K::filter: return filter(e);
@@ -228,6 +265,8 @@ class Renderer {
         Value left = eval(*e.args[0]);
         for (size_t i = 0; i < e.ops.size(); ++i) {
           Value right = eval(*e.args[i + 1]);
+          if (left.is_data() && right.is_data())  // ==, in: as deep as the values
+            spend((weight(left.data) + weight(right.data)) / kBytesPerUnit, e.pos);
           if (!compare(left, e.ops[i], right, e.args[i + 1]->pos)) return Value::of(false);
           left = std::move(right);
         }
@@ -239,7 +278,9 @@ class Renderer {
 
   // Python slice semantics (PySlice_AdjustIndices) over lists and strings.
   Value slice(const Expr& e) {
-    Value obj = eval(*e.args[0]);
+    Value hold;
+    const Value& obj = subject(*e.args[0], hold);
+    spend(read_cost(obj), e.pos);
     const ojson& j = need_data(obj, e.pos, "a sliced value");
     auto bound = [&](const ExprP& x, bool& given) -> int64_t {
       given = false;
@@ -294,7 +335,7 @@ class Renderer {
     if (op == "~") {
       std::string a = to_text(av, e.args[0]->pos), b = to_text(bv, e.args[1]->pos);
       check_text(a.size() + b.size(), e.pos);
-      spend((a.size() + b.size()) / 64, e.pos);
+      spend((a.size() + b.size()) / kBytesPerUnit, e.pos);
       return Value::of(a + b);
     }
     const ojson& a = need_data(av, e.args[0]->pos, "an operand of " + op);
@@ -305,10 +346,7 @@ class Renderer {
       if ((op == "/" || op == "//" || op == "%") && as_double(b) == 0) fail(e.pos, "division by zero");
       if (ints) {
         int64_t x = as_int(a), y = as_int(b);
-        int64_t r = 0;
-        if (op == "+") return Value::of(checked(__builtin_add_overflow(x, y, &r), r, e.pos));
-        if (op == "-") return Value::of(checked(__builtin_sub_overflow(x, y, &r), r, e.pos));
-        if (op == "*") return Value::of(checked(__builtin_mul_overflow(x, y, &r), r, e.pos));
+        if (op == "+" || op == "-" || op == "*") return Value::of(int_op(op[0], x, y, e.pos));
         if (op == "/") return Value::of(static_cast<double>(x) / static_cast<double>(y));
         if (op == "//") return Value::of(floor_div(x, y));
         if (op == "%") return Value::of(x - floor_div(x, y) * y);
@@ -329,12 +367,12 @@ class Renderer {
     if (op == "+" && a.is_string() && b.is_string()) {
       const std::string &x = a.get_ref<const std::string&>(), &y = b.get_ref<const std::string&>();
       check_text(x.size() + y.size(), e.pos);
-      spend((x.size() + y.size()) / 64, e.pos);
+      spend((x.size() + y.size()) / kBytesPerUnit, e.pos);
       return Value::of(x + y);
     }
     if (op == "+" && a.is_array() && b.is_array()) {
       check_items(a.size() + b.size(), e.pos);
-      spend((weight(a) + weight(b)) / 64, e.pos);
+      spend((weight(a) + weight(b)) / kBytesPerUnit, e.pos);
       ojson out = a;
       for (const auto& x : b) out.push_back(x);
       return Value::of(out);
@@ -346,7 +384,7 @@ class Renderer {
         const std::string& x = a.get_ref<const std::string&>();
         if (!x.empty() && times > (std::numeric_limits<size_t>::max() / x.size())) check_text(SIZE_MAX, e.pos);
         check_text(x.size() * times, e.pos);
-        spend(x.size() * times / 64, e.pos);
+        spend(x.size() * times / kBytesPerUnit, e.pos);
         std::string out;
         out.reserve(x.size() * times);
         for (uint64_t k = 0; k < times; ++k) out += x;
@@ -356,7 +394,7 @@ class Renderer {
       check_items(a.size() * times, e.pos);
       uint64_t w = weight(a);
       if (times > 0 && w > std::numeric_limits<uint64_t>::max() / times) spend(UINT64_MAX, e.pos);
-      spend(w * times / 64, e.pos);
+      spend(w * times / kBytesPerUnit, e.pos);
       ojson out = ojson::array();
       for (uint64_t k = 0; k < times; ++k)
         for (const auto& x : a) out.push_back(x);
@@ -377,8 +415,11 @@ class Renderer {
 
   Value call(const Expr& e) {
     if (!e.args[0]) return call_function(e);
-    Value self = eval(*e.args[0]);
+    Value hold;
+    const Value& self = subject(*e.args[0], hold);
+    spend(read_cost(self), e.pos);
     auto [pos, kw] = arguments(e, 1);
+    for (const Value& a : pos) spend(read_cost(a), e.pos);
     return call_method(e, self, pos, kw);
   }
 
@@ -393,6 +434,7 @@ class Renderer {
   Value call_macro(const TemplateNode& m, const std::vector<Value>& pos, const Kw& kw, size_t at) {
     if (pos.size() > m.params.size()) fail(at, "macro '" + m.text + "' takes " + std::to_string(m.params.size()) + " arguments");
     if (macro_depth_ >= 100) fail(at, "macro calls nested too deeply (100)");
+    spend(kIterationUnits + globals_weight_ / kBytesPerUnit + scopes_[0].size(), at);  // the copy of the globals below
     ++macro_depth_;
     std::vector<std::map<std::string, Value>> caller_scopes = {scopes_[0]};  // a macro sees the globals only
     std::swap(caller_scopes, scopes_);
@@ -416,14 +458,18 @@ class Renderer {
   }
 
   bool test(const Expr& e) {
-    Value v = eval(*e.args[0]);
+    Value hold;
+    const Value& v = subject(*e.args[0], hold);
+    spend(read_cost(v), e.pos);
     auto [pos, kw] = arguments(e, 1);
     if (!kw.empty()) fail(e.pos, "the test '" + e.name + "' takes no keyword arguments");
     return run_test(e.name, v, pos, e.pos);
   }
 
   Value filter(const Expr& e) {
-    Value v = eval(*e.args[0]);
+    Value hold;
+    const Value& v = subject(*e.args[0], hold);
+    spend(read_cost(v), e.pos);
     auto [pos, kw] = arguments(e, 1);
     return apply_filter(e, e.name, v, pos, kw);
   }
@@ -431,6 +477,7 @@ class Renderer {
   std::vector<std::map<std::string, Value>> scopes_;
   std::vector<std::unique_ptr<Macro>> macros_;
   int macro_depth_ = 0;
+  uint64_t globals_weight_ = 0;
   std::string* root_ = nullptr;
   std::vector<std::pair<size_t, size_t>> generation_;
 };

@@ -22,11 +22,11 @@ namespace lmforge::data::jinja {
 // What one rendering may cost. Templates come with downloaded model directories and are untrusted: a
 // hostile one ('a' * 10**12, nested range(100000) loops, a doubling string) stops with a RenderError
 // at the construct that crossed a bound, within a fraction of a second, instead of hanging or exhausting
-// memory. The defaults are far above what real chat templates need for long conversations (Qwen3's
-// template spends ~100 units a message) yet end a runaway loop in well under a second.
+// memory. The defaults are far above what real chat templates need (Qwen3's spends ~400 units a
+// message of a few hundred bytes) yet end a runaway loop in well under a second.
 struct Limits {
-  uint64_t work = 20'000'000;       // units: one per statement, expression or loop iteration, plus 1 per
-                                    // 64 bytes of values copied or built
+  uint64_t work = 5'000'000;        // units: one per statement or expression, 32 per loop iteration or
+                                    // macro call, 1 per 64 bytes of text built or 256 bytes copied
   size_t text_bytes = 8u << 20;     // the output, and any one string a template builds
   uint64_t list_items = 1u << 20;   // any one list a template builds
 };

@@ -62,7 +62,8 @@ struct Raised : std::runtime_error {  // raise_exception(msg)
 
 // The bounds of one rendering (render.h's Limits; render.cpp keeps the running account). Each throws
 // RenderError at `pos` when exceeded; outside a rendering they check nothing.
-void spend(uint64_t units, size_t pos);          // work: steps, copied or built values (weight / 64)
+void spend(uint64_t units, size_t pos);          // work: steps, and values built, copied or read
+constexpr uint64_t kBytesPerUnit = 16;           // a unit of work per 16 bytes of them
 void check_text(size_t bytes, size_t pos);       // a string of `bytes` is about to be built
 void check_items(uint64_t items, size_t pos);    // a list of `items` is about to be built
 // Roughly the bytes a value occupies (its strings plus 16 per node): what copying it costs.
