@@ -90,13 +90,21 @@ Spans located_spans(const Conversation& c, const std::string& whole) {
     if (!c.assistant(i)) continue;
     const ojson& m = c.messages[i];
     std::string content = m.contains("content") && m["content"].is_string() ? strip(m["content"].get<std::string>()) : "";
-    std::string head = header(c, i);
+    std::string head = header(c, i), prompt = head;
     size_t begin = cursor;
+    // Some templates' generation prompt ends with more whitespace than their turns' headers (a ChatML
+    // variant writes "assistant\n\n" but "assistant\ncontent"): then the header without it marks the turn,
+    // and the trained text starts at the content, the whitespace between being neither's for sure.
+    bool trimmed = false;
+    if (!head.empty() && whole.find(head, cursor) == std::string::npos) {
+      while (!head.empty() && is_space(head.back())) head.pop_back();
+      trimmed = true;
+    }
     if (!head.empty()) {
       size_t k = whole.find(head, cursor);
       if (k == std::string::npos)
         throw InputError(c.turn(i) + ": the chat template (" + c.t.source() + ") does not write its header (the generation prompt " +
-                         nlohmann::json(head).dump() + ") after the previous assistant turn, so the turn cannot be marked for the loss");
+                         nlohmann::json(prompt).dump() + ") after the previous assistant turn, so the turn cannot be marked for the loss");
       begin = k + head.size();
     }
     size_t at = content.empty() ? begin : whole.find(content, begin);
@@ -104,11 +112,12 @@ Spans located_spans(const Conversation& c, const std::string& whole) {
     if (at == std::string::npos || (next_turn != std::string::npos && at > next_turn))
       throw InputError(c.turn(i) + ": its content (" + quoted(content, 0) + "...) is not in the chat template's (" + c.t.source() +
                        ") rendering of its turn, so the turn cannot be marked for the loss");
-    if (head.empty()) begin = at;
+    if (head.empty() || trimmed) begin = at;
     size_t end = at + content.size();
     auto eot = next_special(c.t, whole, end);
     if (eot.first != std::string::npos && (next_turn == std::string::npos || eot.first < next_turn)) end = eot.second;
-    while (end < whole.size() && (whole[end] == '\n' || whole[end] == '\r')) ++end;
+    if (whole.compare(end, 2, "\r\n") == 0) end += 2;
+    else if (end < whole.size() && whole[end] == '\n') ++end;
     spans.emplace_back(begin, end);
     cursor = end;
   }

@@ -13,7 +13,7 @@ source "$(dirname "$0")/../launch/tap.sh"
 cat >"$work/cases.tsv" <<'EOF'
 repeat	{{ 'a' * 1000000000000 }}	1:8	builds text of more than 8 MiB
 nested	{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}	1:32	work budget
-output	{% for i in range(100000) %}{{ 'x' * 1000 }}{{ messages[0].content }}{% endfor %}	1:31	builds text of more than 8 MiB
+output	{% for i in range(100000) %}{{ 'x' * 1000 }}{{ messages[0].content }}{% endfor %}	1:36	builds text of more than 8 MiB
 EOF
 echo '[{"role": "user", "content": "hi"}]' >"$work/one.json"
 echo '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}' >"$work/chat.jsonl"

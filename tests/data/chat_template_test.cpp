@@ -211,10 +211,10 @@ TEST(ChatTemplate, HostileTemplatesStopFastAtTheirPosition) {
       {"{{ 'a' * 1000000000000 }}", "t.jinja:1:8: the chat template builds text of more than 8 MiB"},
       {"{{ [1, 2] * 1000000000000 }}", "t.jinja:1:11: the chat template builds a list of more than 1048576 items"},
       {"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-       "t.jinja:1:29: the rendering ran out of its work budget"},
+       "t.jinja:1:32: the rendering ran out of its work budget"},
       {"{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}",
        "t.jinja:1:"},
-      {"{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", "t.jinja:1:31: the chat template builds text of more than 8 MiB"},
+      {"{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", "t.jinja:1:36: the chat template builds text of more than 8 MiB"},
       {"{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
        "the chat template builds text of more than 8 MiB"},
       {"{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
@@ -249,7 +249,7 @@ TEST(ChatTemplate, HostileTemplatesStopFastAtTheirPosition) {
 
 TEST(ChatTemplate, GenerationBlocksRecordTheRangesTheyWrite) {
   ChatTemplate t("{% for m in messages %}<{{ m.role }}>{% if m.role == 'assistant' %}{% generation %}{{ m.content }}</s>"
-                 "{% endgeneration %}{% else %}{{ m.content }}{% endif %}\n{% endfor %}",
+                 "{% endgeneration %}{% else %}{{ m.content }}{% endif %}{{ '\\n' }}{% endfor %}",
                  "t");
   EXPECT_TRUE(t.has_generation());
   ojson messages = ojson::parse(R"([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
@@ -269,7 +269,7 @@ TEST_F(ChatDirTest, GenerationBlocksDecideTheMasks) {
   write_config({{"eos_token", "</s>"},
                 {"chat_template", "{% for m in messages %}<|{{ m.role }}|>\n{% if m.role == 'assistant' %}{% generation %}"
                                   "{{ m.content }}{{ eos_token }}{% endgeneration %}{% else %}{{ m.content }}{{ eos_token }}"
-                                  "{% endif %}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"}});
+                                  "{% endif %}{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"}});
   auto tok = load_tokenizer_path((dir_ / "model").string());
   auto records = read_records(chat_config(kConversation), 0, tok.get());
   ASSERT_EQ(records.size(), 1u);
