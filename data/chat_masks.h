@@ -15,7 +15,7 @@ class ChatTemplate;
 
 // The whole conversation rendered once (no generation prompt), cut into segments: an assistant turn's
 // segment is trained, the rest is not. The trained text of a turn is found by the first method that
-// applies (docs/formats.md's "template: model"):
+// applies (README, "Chat templates"):
 // 1. the template's {% generation %} blocks, exactly as written (transformers' assistant masks);
 // 2. the prefix method: messages[:i] with the generation prompt and messages[:i+1] render as prefixes of
 //    the whole rendering; turn i is the text between them (what lmforge did before; kept so that

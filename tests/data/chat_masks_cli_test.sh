@@ -42,6 +42,8 @@ fixture_model chatml "$t/chatml.jinja" "<s>" "<|im_end|>" "<s>" "<|im_start|>" "
 fixture_model gemma "$t/gemma_roles.jinja" "<bos>" "<eos>" "<bos>" "<eos>" "<start_of_turn>" "<end_of_turn>"
 
 # Record files per model: Gemma-style templates refuse a system message; only Qwen3 writes reasoning.
+# tools.jsonl is tests/fixtures/chat_templates/messages/tools.json without its 1.5e-7: JavaScript prints
+# it "1.5e-7" where Python's json.dumps (and lmforge, checked by cli.chat_template) print "1.5e-07".
 cat "$fixtures/records.jsonl" "$fixtures/reasoning.jsonl" "$fixtures/tools.jsonl" >"$work/qwen3.jsonl"
 cat "$fixtures/records.jsonl" "$fixtures/tools.jsonl" >"$work/llama3.jsonl"
 cp "$fixtures/records.jsonl" "$work/chatml.jsonl"
