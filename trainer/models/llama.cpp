@@ -2,9 +2,11 @@
 // grouped-query attention, sliding windows, and everything it registers (family.h). No other family here.
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 #include "core/config_reader.h"
 #include "core/errors.h"
+#include "core/host_sync.h"
 #include "trainer/models/attention.h"
 #include "trainer/models/family.h"
 #include "trainer/models/hf_config.h"
@@ -130,7 +132,11 @@ class LlamaForCausalLM : public CausalLMImpl {
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids,
                         const torch::Tensor& segments) override {
     auto pos = position_ids.defined() ? position_ids : default_positions(tokens);
-    auto in = attention_inputs(pos, allowed_attention(segments));
+    // Positions are below T, and up to rope_constant_length the frequencies do not depend on the
+    // largest one: it is read from the device only past that (dynamic/longrope on long rows).
+    const int64_t t = tokens.size(1);
+    int64_t length = t <= rope_constant_length(cfg_) ? t : read_to_host(pos.max()).item<int64_t>() + 1;
+    auto in = attention_inputs(pos, length, allowed_attention(segments));
     return lm_head->forward(model->forward(tokens, in));
   }
   KVCache make_cache(int64_t batch, int64_t capacity) const override {
@@ -147,7 +153,7 @@ class LlamaForCausalLM : public CausalLMImpl {
       return forward_cached(all, cache).narrow(1, past, t);
     }
     cache.tokens.narrow(1, past, t).copy_(tokens);
-    auto in = attention_inputs(positions_from(tokens, past), {});
+    auto in = attention_inputs(positions_from(tokens, past), total, {});
     auto logits = lm_head->forward(model->forward(tokens, in, &cache));
     cache.length = total;
     return logits;
@@ -156,9 +162,10 @@ class LlamaForCausalLM : public CausalLMImpl {
   Layer lm_head;
 
  private:
-  // pos (B, T); allowed (B, 1, T, T) or undefined.
-  AttentionInputs attention_inputs(const torch::Tensor& pos, torch::Tensor allowed) const {
-    auto rope = fixed_rope_.inv_freq.defined() ? fixed_rope_ : rope_frequencies(cfg_, pos.max().item<int64_t>() + 1);
+  // pos (B, T), whose largest value is `length` - 1 (or any below rope_constant_length);
+  // allowed (B, 1, T, T) or undefined.
+  AttentionInputs attention_inputs(const torch::Tensor& pos, int64_t length, torch::Tensor allowed) const {
+    auto rope = fixed_rope_.inv_freq.defined() ? fixed_rope_ : rope_frequencies(cfg_, length);
     AttentionInputs in{rotary_angles(pos, rope), allowed, {}};
     if (cfg_.sliding_window > 0 && pos.size(1) > cfg_.sliding_window) {
       auto window = visible_keys(pos.size(1), 0, cfg_.sliding_window, pos.device()).view({1, 1, pos.size(1), -1});
@@ -262,6 +269,69 @@ void write_llama_config(const ModelConfig& c, const std::string& type, json& j) 
   }
 }
 
+// ------------------------------------------------------------------------------ GGUF
+
+// llama.cpp's names for the llama body: blk.N.attn_q ... as its converter writes them.
+std::string llama_gguf_tensor(const std::string& name, bool tied) {
+  static const std::vector<std::pair<std::string, std::string>> layer_parts = {
+      {"self_attn.q_proj.", "attn_q."},   {"self_attn.k_proj.", "attn_k."},   {"self_attn.v_proj.", "attn_v."},
+      {"self_attn.o_proj.", "attn_output."}, {"mlp.gate_proj.", "ffn_gate."}, {"mlp.up_proj.", "ffn_up."},
+      {"mlp.down_proj.", "ffn_down."},    {"input_layernorm.", "attn_norm."}, {"post_attention_layernorm.", "ffn_norm."}};
+  if (name == "model.embed_tokens.weight") return "token_embd.weight";
+  if (name == "model.norm.weight") return "output_norm.weight";
+  if (name == "lm_head.weight") return tied ? "" : "output.weight";
+  const std::string layers = "model.layers.";
+  if (name.compare(0, layers.size(), layers) == 0) {
+    size_t dot = name.find('.', layers.size());
+    std::string index = name.substr(layers.size(), dot - layers.size()), rest = name.substr(dot + 1);
+    for (const auto& [hf, gguf] : layer_parts)
+      if (rest.compare(0, hf.size(), hf) == 0) return "blk." + index + "." + gguf + rest.substr(hf.size());
+  }
+  throw std::logic_error("llama family: no GGUF name for parameter " + name);
+}
+
+// llama.cpp runs mistral as "llama" (interleaved RoPE: Q/K rows permuted) and qwen2 as "qwen2"
+// (NeoX RoPE, HF's layout as it is), the way its converter writes them.
+GgufLayout llama_gguf(const ModelConfig& c) {
+  std::string act = c.activation.empty() ? "silu" : c.activation;
+  if (act != "silu") throw InputError("hidden_act " + act + ": llama.cpp's llama and qwen2 architectures use silu");
+  if (c.rope.type != "default" && c.rope.type != "linear")
+    throw InputError("rope_scaling " + c.rope.type + ": not written to GGUF yet (default and linear are)");
+  std::string type = llama_model_type(c);
+  GgufLayout g;
+  g.arch = type == "qwen2" ? "qwen2" : "llama";
+  g.hparams = {{"context_length", c.max_seq_len},
+               {"embedding_length", c.hidden_size},
+               {"block_count", c.n_layers},
+               {"feed_forward_length", c.ffn_size()},
+               {"attention.head_count", c.n_heads},
+               {"attention.head_count_kv", c.kv_heads()},
+               {"attention.key_length", c.head_dim()},
+               {"attention.value_length", c.head_dim()},
+               {"rope.dimension_count", c.head_dim()},
+               {"rope.freq_base", c.rope_theta},
+               {"attention.layer_norm_rms_epsilon", c.norm_eps},
+               {"vocab_size", c.vocab_size}};
+  if (c.rope.type == "linear") {
+    g.hparams["rope.scaling.type"] = "linear";
+    g.hparams["rope.scaling.factor"] = c.rope.factor;
+  }
+  if (c.sliding_window > 0)
+    g.notes.push_back("llama.cpp's " + g.arch + " attends to the whole context, not a sliding window of " +
+                      std::to_string(c.sliding_window) + ": outputs agree up to that many tokens");
+  bool tied = c.tie_embeddings;
+  g.tensor_name = [tied](const std::string& name) { return llama_gguf_tensor(name, tied); };
+  if (g.arch == "llama") {
+    int64_t heads = c.n_heads, kv_heads = c.kv_heads();
+    g.rope_permute_heads = [heads, kv_heads](const std::string& name) -> int64_t {
+      if (name.find(".q_proj.") != std::string::npos) return heads;
+      if (name.find(".k_proj.") != std::string::npos) return kv_heads;
+      return 0;
+    };
+  }
+  return g;
+}
+
 }  // namespace
 
 const Family& llama_family() {
@@ -289,6 +359,7 @@ const Family& llama_family() {
         if (leaf == name) return {TpSplit::row, 1};
       return {};
     };
+    f.gguf = llama_gguf;
     return f;
   }();
   return family;
