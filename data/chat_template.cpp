@@ -2,6 +2,7 @@
 // and finding a model directory's template and special tokens. Not here: the Jinja2 interpreter (data/jinja/).
 #include "data/chat_template.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -18,6 +19,19 @@ namespace lmforge::data {
 using ojson = nlohmann::ordered_json;
 namespace fs = std::filesystem;
 
+namespace {
+
+bool holds_generation(const std::vector<TemplateNode>& body) {
+  for (const TemplateNode& n : body) {
+    if (n.k == TemplateNode::K::generation || holds_generation(n.body) || holds_generation(n.else_body)) return true;
+    for (const auto& branch : n.branches)
+      if (holds_generation(branch.second)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 ChatTemplate::ChatTemplate(std::string text, std::string source) : text_(std::move(text)), source_(std::move(source)) {
   std::string normalized = jinja::normalize_newlines(text_);
   auto where = [&](size_t pos) { return jinja::position(source_, normalized, pos); };
@@ -26,16 +40,27 @@ ChatTemplate::ChatTemplate(std::string text, std::string source) : text_(std::mo
   root->body = jinja::parse(std::move(tokens), where);
   root->text = std::move(normalized);
   root_ = root;
+  has_generation_ = holds_generation(root->body);
 }
 
-std::string ChatTemplate::version() const { return sha256_hex(text_).substr(0, 16); }
+std::string ChatTemplate::version() const {
+  return sha256_hex(has_generation_ ? "lmforge masks: generation blocks\n" + text_ : text_).substr(0, 16);
+}
 
 std::string ChatTemplate::render(const ojson& vars, const std::string& where) const {
+  return render_spans(vars, where).text;
+}
+
+ChatRendering ChatTemplate::render_spans(const ojson& vars, const std::string& where) const {
   ojson globals = special_tokens;
   for (const auto& [k, v] : vars.items()) globals[k] = v;
-  std::string out;
+  ChatRendering out;
   try {
-    out = jinja::render(root_->body, globals);
+    jinja::Rendered r = jinja::render(root_->body, globals);
+    out.text = std::move(r.text);
+    out.generation = std::move(r.generation);
+  } catch (const jinja::BudgetError& e) {
+    throw TemplateBudgetError(where + ": " + jinja::position(source_, root_->text, e.pos) + ": " + e.what());
   } catch (const jinja::RenderError& e) {
     throw InputError(where + ": " + jinja::position(source_, root_->text, e.pos) + ": " + e.what());
   } catch (const jinja::Raised& e) {
@@ -48,9 +73,14 @@ std::string ChatTemplate::render(const ojson& vars, const std::string& where) co
 
 std::string render_chat(const ChatTemplate& t, const ojson& messages, bool add_generation_prompt, const std::string& where,
                         const ojson& tools) {
+  return render_chat_spans(t, messages, add_generation_prompt, where, tools).text;
+}
+
+ChatRendering render_chat_spans(const ChatTemplate& t, const ojson& messages, bool add_generation_prompt,
+                                const std::string& where, const ojson& tools) {
   ojson vars = {{"messages", messages}, {"add_generation_prompt", add_generation_prompt}, {"tools", tools},
                 {"documents", nullptr}};
-  return t.render(vars, where);
+  return t.render_spans(vars, where);
 }
 
 namespace {
@@ -105,7 +135,20 @@ std::shared_ptr<const ChatTemplate> load_chat_template(const std::string& dir) {
       for (const auto& x : config["additional_special_tokens"]) extra.push_back(token_text(x));
       t->special_tokens["additional_special_tokens"] = extra;
     }
+    for (const auto& [k, v] : t->special_tokens.items()) {
+      if (v.is_string()) t->special_texts.push_back(v.get<std::string>());
+      if (v.is_array())
+        for (const auto& x : v)
+          if (x.is_string()) t->special_texts.push_back(x.get<std::string>());
+    }
+    if (config.contains("added_tokens_decoder") && config["added_tokens_decoder"].is_object())
+      for (const auto& [id, tok] : config["added_tokens_decoder"].items())
+        if (tok.is_object() && tok.value("special", false) && tok.contains("content") && tok["content"].is_string())
+          t->special_texts.push_back(tok["content"].get<std::string>());
   }
+  std::sort(t->special_texts.begin(), t->special_texts.end());
+  t->special_texts.erase(std::unique(t->special_texts.begin(), t->special_texts.end()), t->special_texts.end());
+  t->special_texts.erase(std::remove(t->special_texts.begin(), t->special_texts.end(), ""), t->special_texts.end());
   return t;
 }
 

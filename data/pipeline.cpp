@@ -19,6 +19,7 @@
 #include <set>
 #include <thread>
 
+#include "data/chat_masks.h"
 #include "data/chat_template.h"
 #include "data/input_stream.h"
 #include "data/ordered_pool.h"
@@ -334,9 +335,7 @@ struct SourceReader {
     return r;
   }
 
-  // A chat record rendered by the model's chat template. Assistant turn i is trained: the text that
-  // messages[:i+1] adds to messages[:i] with the generation prompt. Every such rendering must be a
-  // prefix of the whole one, or the turns cannot be told apart.
+  // A chat record rendered by the model's chat template; which text is trained: data/chat_masks.h.
   Record from_chat_template(const SourceConfig& src, nlohmann::ordered_json j, const std::string& where) {
     if (!j.is_object() || !j.contains(src.messages) || !j[src.messages].is_array() || j[src.messages].empty())
       throw InputError(where + ": field '" + src.messages + "' is not a non-empty list of {role, content}");
@@ -347,33 +346,8 @@ struct SourceReader {
       if (cfg.normalize && m.contains("content") && m["content"].is_string())
         m["content"] = normalize_text(m["content"].get<std::string>());
     }
-    auto render = [&](size_t n, bool generation_prompt) {
-      nlohmann::ordered_json head(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(n));
-      return render_chat(*chat, head, generation_prompt, where, tools);
-    };
-    std::string whole = render(messages.size(), false);
-    Record r{where, {}, true};
-    size_t done = 0;
-    auto not_prefix = [&](const std::string& what, const std::string& part) {
-      size_t at = 0;
-      while (at < part.size() && at < whole.size() && part[at] == whole[at]) ++at;
-      return InputError(where + ": the chat template (" + chat->source() + ") renders " + what +
-                        " as text that is not a prefix of the whole conversation's, so the assistant turns "
-                        "cannot be marked for the loss (they differ at byte " + std::to_string(at) + ": " +
-                        nlohmann::json(part.substr(at, 24)).dump() + " vs " + nlohmann::json(whole.substr(at, 24)).dump() + ")");
-    };
-    for (size_t i = 0; i < messages.size(); ++i) {
-      if (messages[i]["role"] != "assistant") continue;
-      std::string before = render(i, true), upto = render(i + 1, false);
-      std::string turn = "messages[:" + std::to_string(i) + "]";
-      if (whole.compare(0, before.size(), before) != 0) throw not_prefix(turn + " with the generation prompt", before);
-      if (whole.compare(0, upto.size(), upto) != 0) throw not_prefix("messages[:" + std::to_string(i + 1) + "]", upto);
-      if (before.size() < done || upto.size() < before.size()) throw not_prefix(turn, before);
-      if (before.size() > done) r.segments.push_back({whole.substr(done, before.size() - done), cfg.train_on_prompt});
-      r.segments.push_back({whole.substr(before.size(), upto.size() - before.size()), true});
-      done = upto.size();
-    }
-    if (done < whole.size()) r.segments.push_back({whole.substr(done), cfg.train_on_prompt});
+    Record r{where, chat_segments(*chat, messages, tools, where), true};
+    for (auto& seg : r.segments) seg.trained = seg.trained || cfg.train_on_prompt;
     return r;
   }
 
@@ -425,6 +399,10 @@ Tokenized tokenize_record(SourceReader& reader, const Tokenizer& tokenizer, cons
   Record r;
   try {
     r = reader.convert(cfg.sources[raw.source], raw);
+  } catch (const TemplateBudgetError& e) {  // the template's fault, not the record's: it would hit every record
+    t.fate = Tokenized::Fate::failed;
+    t.error = e.what();
+    return t;
   } catch (const InputError& e) {
     t.fate = Tokenized::Fate::malformed;
     t.error = e.what();
@@ -552,6 +530,8 @@ std::vector<Record> read_records(const DataConfig& cfg, int64_t limit, const Tok
   while ((limit <= 0 || static_cast<int64_t>(records.size()) < limit) && stream.next(raw)) {
     try {
       records.push_back(reader.convert(cfg.sources[raw.source], raw));
+    } catch (const TemplateBudgetError&) {
+      throw;
     } catch (const InputError&) {
       if (cfg.on_error != "skip") throw;
     }

@@ -45,7 +45,8 @@ int data_prepare_command(const std::string& path, const std::vector<std::string>
 }
 
 // One record as the model will see it: each segment with whether it is trained on, then its tokens.
-int data_inspect_command(const std::string& path, const std::vector<std::string>& sets, int64_t index) {
+// With `json`: one object {record, where, segments: [{text, trained}], tokens: [[id, loss], ...]}.
+int data_inspect_command(const std::string& path, const std::vector<std::string>& sets, int64_t index, bool json) {
   Config cfg = load_config(path, sets);
   auto tokenizer = make_config_tokenizer(cfg);
   auto records = data::read_records(cfg.data, index + 1, tokenizer.get());
@@ -53,13 +54,24 @@ int data_inspect_command(const std::string& path, const std::vector<std::string>
     throw InputError("data inspect: --record " + std::to_string(index) + " but the sources hold " +
                      std::to_string(records.size()) + " records");
   const auto& r = records[index];
+  auto ids_of = [&](const data::Segment& seg) { return r.rendered ? tokenizer->encode_rendered(seg.text) : tokenizer->encode(seg.text); };
+  if (json) {
+    nlohmann::json out = {{"record", index}, {"where", r.where}, {"segments", nlohmann::json::array()},
+                          {"tokens", nlohmann::json::array()}};
+    for (const auto& seg : r.segments) {
+      out["segments"].push_back({{"text", seg.text}, {"trained", seg.trained}});
+      for (int32_t id : ids_of(seg)) out["tokens"].push_back({id, seg.trained ? 1 : 0});
+    }
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return kExitOk;
+  }
   std::cout << "record " << index << " (" << r.where << ")\n";
   for (const auto& seg : r.segments) {
     std::cout << (seg.trained ? "--- trained ---\n" : "--- no loss (prompt) ---\n") << seg.text << "\n";
   }
   std::cout << "--- tokens: id, loss, text ---\n";
   for (const auto& seg : r.segments) {
-    for (int32_t id : r.rendered ? tokenizer->encode_rendered(seg.text) : tokenizer->encode(seg.text)) {
+    for (int32_t id : ids_of(seg)) {
       nlohmann::json piece = tokenizer->decode({id});
       std::cout << id << "\t" << (seg.trained ? "1" : "0") << "\t" << piece.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
@@ -98,6 +110,8 @@ int main(int argc, char** argv) {
   add_config_args(inspect_cmd);
   int64_t record_index = 0;
   inspect_cmd->add_option("--record", record_index, "record number, from 0 (default 0)")->check(CLI::NonNegativeNumber);
+  bool inspect_json = false;
+  inspect_cmd->add_flag("--json", inspect_json, "print {record, where, segments: [{text, trained}], tokens: [[id, loss]]}");
   CLI::App* version_cmd = app.add_subcommand("version", "print versions");
   CLI::App* runs_cmd = app.add_subcommand("runs", "the run registry: list, show, diff");
   runs_cmd->require_subcommand(1);
@@ -129,7 +143,7 @@ int main(int argc, char** argv) {
     if (*validate_cmd) return config_command(false, config_path, sets);
     if (*show_cmd) return config_command(true, config_path, sets);
     if (*prepare_cmd) return data_prepare_command(config_path, sets);
-    if (*inspect_cmd) return data_inspect_command(config_path, sets, record_index);
+    if (*inspect_cmd) return data_inspect_command(config_path, sets, record_index, inspect_json);
     if (*runs_list) std::cout << experiments::list_runs(output_dir);
     if (*runs_show) std::cout << experiments::show_run(experiments::resolve_run(run_a, output_dir));
     if (*runs_diff)

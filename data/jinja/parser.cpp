@@ -89,7 +89,18 @@ class Parser {
     return body;
   }
 
+  // Statements and expressions nest by recursion: a bound keeps a hostile template from overflowing the stack.
+  struct Nesting {
+    Parser& p;
+    Nesting(Parser& parser, size_t pos) : p(parser) {
+      if (++p.depth_ > kMaxDepth) p.fail(pos, "nested too deeply (more than " + std::to_string(kMaxDepth) + " levels)");
+    }
+    ~Nesting() { --p.depth_; }
+  };
+  static constexpr int kMaxDepth = 200;  // real templates nest a dozen levels; 200 keeps well within the stack
+
   TemplateNode parse_statement() {
+    Nesting guard(*this, cur().pos);
     const Token& tok = next();
     TemplateNode n;
     n.pos = tok.pos;
@@ -173,9 +184,9 @@ class Parser {
       if (loop_depth_ == 0) fail(tok.pos, "'" + tag + "' outside a loop");
       n.k = tag == "break" ? TemplateNode::K::break_ : TemplateNode::K::continue_;
       end_block();
-    } else if (tag == "generation") {  // transformers' assistant-mask marker: renders its body
+    } else if (tag == "generation") {  // transformers' assistant-mask marker: renders its body, spans recorded
       end_block();
-      n.k = TemplateNode::K::body;
+      n.k = TemplateNode::K::generation;
       n.body = parse_body({"endgeneration"});
       ++i_;
       end_block();
@@ -223,6 +234,7 @@ class Parser {
   ExprP parse_or() { return logical("or", Expr::K::or_, &Parser::parse_and); }
   ExprP parse_and() { return logical("and", Expr::K::and_, &Parser::parse_not); }
   ExprP parse_not() {
+    Nesting guard(*this, cur().pos);
     if (is_name("not")) {
       size_t pos = next().pos;
       return make(Expr::K::not_, pos, {parse_not()});
@@ -267,6 +279,7 @@ class Parser {
   ExprP parse_pow() { return binary({"**"}, &Parser::parse_unary_filtered); }
   ExprP parse_unary_filtered() { return parse_unary(true); }
   ExprP parse_unary(bool with_filter) {
+    Nesting guard(*this, cur().pos);
     ExprP e;
     if (is_op("-") || is_op("+")) {
       const Token& op = next();
@@ -471,6 +484,7 @@ class Parser {
   std::vector<Token> t_;
   size_t i_ = 0;
   int loop_depth_ = 0;
+  int depth_ = 0;
   Where where_;
 };
 

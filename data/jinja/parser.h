@@ -36,7 +36,7 @@ struct Expr {
 
 // A statement. In lmforge::data, not jinja: chat_template.h holds the root of the tree.
 struct TemplateNode {
-  enum class K { body, text, output, if_, for_, set, set_block, macro, break_, continue_ };
+  enum class K { body, text, output, if_, for_, set, set_block, macro, break_, continue_, generation };
   K k = K::body;
   size_t pos = 0;
   std::string text;                          // text

@@ -237,11 +237,15 @@ std::vector<Value> iterate(const Value& v, size_t pos) {
   if (v.is_undefined()) return items;
   if (!v.is_data()) fail(pos, "a " + type_name(v) + " is not iterable");
   if (v.data.is_array()) {
+    spend(v.data.size() * sizeof(Value) / kBytesPerUnit, pos);
     for (const auto& x : v.data) items.push_back(Value::of(x));
   } else if (v.data.is_object()) {
     for (const auto& [k, x] : v.data.items()) items.push_back(Value::of(k));
   } else if (v.data.is_string()) {
-    for (uint32_t c : code_points(v.data.get<std::string>())) items.push_back(Value::of(utf8(c)));
+    std::vector<uint32_t> cps = code_points(v.data.get<std::string>());
+    check_items(cps.size(), pos);
+    spend(cps.size() * sizeof(Value) / kBytesPerUnit, pos);
+    for (uint32_t c : cps) items.push_back(Value::of(utf8(c)));
   } else {
     fail(pos, "a " + type_name(v) + " is not iterable");
   }

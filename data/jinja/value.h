@@ -50,12 +50,24 @@ struct RenderError : std::runtime_error {  // a runtime error at a position, tur
   size_t pos;
   RenderError(const std::string& msg, size_t p) : std::runtime_error(msg), pos(p) {}
 };
+struct BudgetError : RenderError {  // a bound of the rendering crossed (spend, check_text, check_items)
+  using RenderError::RenderError;
+};
 struct Raised : std::runtime_error {  // raise_exception(msg)
   using std::runtime_error::runtime_error;
 };
 
 // Throws RenderError(msg) at byte offset `pos` of the template.
 [[noreturn]] void fail(size_t pos, const std::string& msg);
+
+// The bounds of one rendering (render.h's Limits; render.cpp keeps the running account). Each throws
+// RenderError at `pos` when exceeded; outside a rendering they check nothing.
+void spend(uint64_t units, size_t pos);          // work: steps, and values built, copied or read
+constexpr uint64_t kBytesPerUnit = 16;           // a unit of work per 16 bytes of them
+void check_text(size_t bytes, size_t pos);       // a string of `bytes` is about to be built
+void check_items(uint64_t items, size_t pos);    // a list of `items` is about to be built
+// Roughly the bytes a value occupies (its strings plus 16 per node): what copying it costs.
+uint64_t weight(const ojson& j);
 
 std::vector<uint32_t> code_points(const std::string& s);
 std::string utf8(uint32_t cp);

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <chrono>
+
 #include "data/chat_template.h"
 #include "data/pipeline.h"
 #include "data/tokenizer.h"
@@ -181,10 +183,11 @@ TEST_F(ChatDirTest, ModelTemplateErrorsNameTheRecordAndTemplate) {
   write_config({{"chat_template", "{% for m in messages %}{{ m.content if loop.last else m.content | upper }}|{% endfor %}"}});
   auto tok = load_tokenizer_path((dir_ / "model").string());
   DataConfig cfg = chat_config("\n" + std::string(kConversation));
+  // Nor can the content be located: the template upper-cases it.
   std::string err = error_of([&] { read_records(cfg, 0, tok.get()); });
-  EXPECT_NE(err.find("chat.jsonl:2: the chat template ("), std::string::npos) << err;
-  EXPECT_NE(err.find("tokenizer_config.json: chat_template) renders"), std::string::npos) << err;
-  EXPECT_NE(err.find("not a prefix"), std::string::npos) << err;
+  EXPECT_NE(err.find("chat.jsonl:2: messages[1] (assistant): its content (\"hello\"...) is not in the chat template's ("),
+            std::string::npos) << err;
+  EXPECT_NE(err.find("tokenizer_config.json: chat_template) rendering of its turn"), std::string::npos) << err;
 
   write_config({{"chat_template", "{{ raise_exception('no system role') }}"}});
   tok = load_tokenizer_path((dir_ / "model").string());
@@ -199,3 +202,126 @@ TEST_F(ChatDirTest, ModelTemplateErrorsNameTheRecordAndTemplate) {
 }
 
 }  // namespace
+
+// Templates are untrusted (they come with downloaded models): each of these used to run for minutes or
+// exhaust memory. Each must stop with exit 2's error naming the template and the construct's line:col,
+// well within a second (the bound is 2 s so that a loaded test machine does not fail it).
+TEST(ChatTemplate, HostileTemplatesStopFastAtTheirPosition) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"{{ 'a' * 1000000000000 }}", "t.jinja:1:8: the chat template builds text of more than 8 MiB"},
+      {"{{ [1, 2] * 1000000000000 }}", "t.jinja:1:11: the chat template builds a list of more than 1048576 items"},
+      {"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+       "t.jinja:1:32: the rendering ran out of its work budget"},
+      {"{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}",
+       "t.jinja:1:"},
+      {"{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", "t.jinja:1:36: the chat template builds text of more than 8 MiB"},
+      {"{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
+       "the chat template builds text of more than 8 MiB"},
+      {"{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+       "the chat template builds text of more than 8 MiB"},
+      {"{% set ns = namespace(l=[1]) %}{% for i in range(64) %}{% set ns.l = ns.l + ns.l %}{% endfor %}",
+       "a list of more than 1048576 items"},
+      {"{% set s = 'x' * 4000000 %}{% for i in range(100000) %}{% set t = s %}{% endfor %}", "work budget"},
+      {"{% set ns = namespace(s='aaaa') %}{% for i in range(64) %}{% set ns.s = ns.s.replace('a', 'aa') %}{% endfor %}",
+       "the chat template builds text of more than 8 MiB"},
+      {"{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}", "work budget"},
+  };
+  for (const auto& [text, want] : cases) {
+    auto start = std::chrono::steady_clock::now();
+    std::string err;
+    try {
+      render(text);
+    } catch (const TemplateBudgetError& e) {
+      err = e.what();
+    }
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_EQ(err.rfind("rec.jsonl:3: t.jinja:1:", 0), 0u) << text << ": " << err;
+    EXPECT_NE(err.find(want), std::string::npos) << text << ": " << err;
+    EXPECT_LT(seconds, 2.0) << text;
+  }
+  EXPECT_NE(error_of([] { render("{{ 2 ** 1000000000000 }}"); }).find("t.jinja:1:6: integer overflow"), std::string::npos)
+      << "by squaring: no 10**12 multiplications";
+  EXPECT_EQ(render("{{ 3 ** 4 }} {{ 'ab' * 3 }} {{ [0] * 2 }} {{ 'x' * -1 }}"), "81 ababab [0, 0] ");
+  std::string deep = std::string(5000, '(') + "1" + std::string(5000, ')');
+  EXPECT_NE(error_of([&] { ChatTemplate("{{ " + deep + " }}", "t"); }).find("nested too deeply"), std::string::npos)
+      << "the parser recurses: a bound, not a stack overflow";
+}
+
+TEST(ChatTemplate, GenerationBlocksRecordTheRangesTheyWrite) {
+  ChatTemplate t("{% for m in messages %}<{{ m.role }}>{% if m.role == 'assistant' %}{% generation %}{{ m.content }}</s>"
+                 "{% endgeneration %}{% else %}{{ m.content }}{% endif %}{{ '\\n' }}{% endfor %}",
+                 "t");
+  EXPECT_TRUE(t.has_generation());
+  ojson messages = ojson::parse(R"([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                                    {"role": "user", "content": "x"}, {"role": "assistant", "content": "z"}])");
+  ChatRendering r = render_chat_spans(t, messages, false, "w");
+  EXPECT_EQ(r.text, "<user>hi\n<assistant>yo</s>\n<user>x\n<assistant>z</s>\n");
+  ASSERT_EQ(r.generation.size(), 2u);
+  EXPECT_EQ(r.text.substr(r.generation[0].first, r.generation[0].second - r.generation[0].first), "yo</s>");
+  EXPECT_EQ(r.text.substr(r.generation[1].first, r.generation[1].second - r.generation[1].first), "z</s>");
+  EXPECT_NE(t.version(), ChatTemplate(t.text() + " ", "t").version());
+  EXPECT_FALSE(ChatTemplate("{{ 1 }}", "t").has_generation());
+  EXPECT_NE(error_of([] { render("{% set x %}{% generation %}a{% endgeneration %}{% endset %}"); }).find("t.jinja:1:15: unsupported"),
+            std::string::npos);
+}
+
+TEST_F(ChatDirTest, GenerationBlocksDecideTheMasks) {
+  write_config({{"eos_token", "</s>"},
+                {"chat_template", "{% for m in messages %}<|{{ m.role }}|>\n{% if m.role == 'assistant' %}{% generation %}"
+                                  "{{ m.content }}{{ eos_token }}{% endgeneration %}{% else %}{{ m.content }}{{ eos_token }}"
+                                  "{% endif %}{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"}});
+  auto tok = load_tokenizer_path((dir_ / "model").string());
+  auto records = read_records(chat_config(kConversation), 0, tok.get());
+  ASSERT_EQ(records.size(), 1u);
+  std::vector<std::pair<std::string, bool>> got, want = {{"<|user|>\nhi</s>\n<|assistant|>\n", false}, {"hello</s>", true},
+                                                         {"\n<|user|>\nbye</s>\n<|assistant|>\n", false}, {"ciao</s>", true},
+                                                         {"\n", false}};
+  for (const auto& s : records[0].segments) got.emplace_back(s.text, s.trained);
+  EXPECT_EQ(got, want) << "the blocks exactly: not the newline the prefix method would add";
+}
+
+// Earlier turns rendered differently once a later user message exists (Qwen3's think blocks): the prefix
+// method cannot mark them, located spans do; a one-turn record gets the same masks from either method.
+TEST_F(ChatDirTest, TemplatesThatRewriteEarlierTurnsAreLocated) {
+  write_config({{"eos_token", "<|end|>"},
+                {"added_tokens_decoder", {{"7", {{"content", "<|end|>"}, {"special", true}}},
+                                          {"8", {{"content", "<think>"}, {"special", false}}}}},
+                {"chat_template", "{% for m in messages %}<|{{ m.role }}|>\n{% if m.role == 'assistant' and loop.last %}"
+                                  "<think></think>{% endif %}{{ m.content | trim }}<|end|>\n{% endfor %}"
+                                  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"}});
+  auto tok = load_tokenizer_path((dir_ / "model").string());
+  const std::string record = R"({"messages": [{"role": "user", "content": "say ok"}, {"role": "assistant", "content": " ok "},)"
+                             R"( {"role": "user", "content": "ok"}, {"role": "assistant", "content": "ok"}]})" "\n"
+                             R"({"messages": [{"role": "user", "content": "say ok"}, {"role": "assistant", "content": "ok"}]})" "\n";
+  auto records = read_records(chat_config(record), 0, tok.get());
+  ASSERT_EQ(records.size(), 2u);
+  auto trained = [](const Record& r) {
+    std::vector<std::string> t;
+    for (const auto& s : r.segments)
+      if (s.trained) t.push_back(s.text);
+    return t;
+  };
+  EXPECT_EQ(trained(records[0]), (std::vector<std::string>{"ok<|end|>\n", "<think></think>ok<|end|>\n"}))
+      << "the content is found after its turn's header, not in the user's 'say ok' or 'ok'";
+  std::string whole;
+  for (const auto& s : records[0].segments) whole += s.text;
+  EXPECT_EQ(whole, "<|user|>\nsay ok<|end|>\n<|assistant|>\nok<|end|>\n<|user|>\nok<|end|>\n<|assistant|>\n<think></think>ok<|end|>\n");
+  EXPECT_EQ(trained(records[1]), (std::vector<std::string>{"<think></think>ok<|end|>\n"})) << "the prefix method's answer";
+}
+
+TEST_F(ChatDirTest, ABudgetHitStopsPreparationEvenWhenMalformedRecordsAreSkipped) {
+  write_config({{"chat_template", "{% for i in range(100000) %}{% for m in messages %}{% for j in range(1000) %}"
+                                  "{% endfor %}{% endfor %}{% endfor %}"}});
+  auto tok = load_tokenizer_path((dir_ / "model").string());
+  DataConfig cfg = chat_config(kConversation);
+  cfg.on_error = "skip";
+  std::string err;
+  try {
+    read_records(cfg, 0, tok.get());
+  } catch (const TemplateBudgetError& e) {
+    err = e.what();
+  }
+  EXPECT_NE(err.find("chat.jsonl:1: " + (dir_ / "model" / "tokenizer_config.json").string() + ": chat_template:1:"),
+            std::string::npos) << err;
+  EXPECT_NE(err.find("work budget"), std::string::npos) << err;
+}
