@@ -172,6 +172,13 @@ std::vector<std::pair<std::string, std::string>> tp_layout_errors(const ModelCon
   check("n_kv_heads", "key/value heads", m.kv_heads());
   check("intermediate_size", "MLP width", m.ffn_size());
   check("vocab_size", "vocabulary rows", m.vocab_size);
+  // A fused qkv_proj splits as three equal blocks: q, k and v must be as wide.
+  bool fused = false;  // an unknown arch is the arch key's error, reported elsewhere
+  for (const Family* f : families()) fused = fused || (f->arch == m.arch && f->decoder.fused_projections);
+  if (fused && m.kv_heads() != m.n_heads)
+    errors.emplace_back("n_kv_heads", "model.n_kv_heads " + std::to_string(m.kv_heads()) + " with n_heads " +
+                                          std::to_string(m.n_heads) + ": a fused qkv_proj with grouped-query attention "
+                                          "does not split under parallel.tp yet (n_kv_heads = n_heads does)");
   return errors;
 }
 

@@ -22,7 +22,8 @@ expect_exit() {
 }
 
 for model in llama_gqa llama_tied_v5 qwen2_sharded_bf16 gpt2 gpt2_noprefix_f16 mistral_window qwen2_window_layers \
-  llama_yarn llama_dynamic llama_longrope; do
+  llama_yarn llama_dynamic llama_longrope qwen3_gqa qwen3_tied_bf16 phi3_longrope phi3_partial_bf16 gemma2_bf16 \
+  gemma3_text; do
   dir="$fixtures/$model"
   ids=$(python3 -c "import json;print(','.join(map(str,json.load(open('$dir/reference.json'))['score']['ids'])))")
   prompt=$(python3 -c "import json;print(','.join(map(str,json.load(open('$dir/reference.json'))['greedy']['prompt_ids'])))")

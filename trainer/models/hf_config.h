@@ -16,6 +16,7 @@ class HfConfigJson {
  public:
   HfConfigJson(nlohmann::json j, std::string file) : j_(std::move(j)), file_(std::move(file)) {}
   bool has(const std::string& key) const { return j_.contains(key) && !j_[key].is_null(); }
+  bool present(const std::string& key) const { return j_.contains(key); }  // given, null included
   InputError error(const std::string& key, const std::string& what) const {
     return InputError(file_ + ": " + key + ": " + what);
   }
