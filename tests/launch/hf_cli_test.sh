@@ -105,6 +105,23 @@ expect_exit 2 "unigram/tokenizer.json: a Unigram tokenizer is not supported (BPE
 expect_exit 2 "needs 41 positions; the model has 32 learned positions" "$bin" generate --model "$fixtures/gpt2" --prompt-ids 1 --max-new-tokens 40
 expect_exit 2 "neither an HF model directory" "$bin" score --model "$tmp" --ids 1,2
 
+# config.json keys whose math the family lacks: exit 2 naming the key, never a silently different model.
+damage_config() {  # damage_config FIXTURE NAME PYTHON-EXPRESSION-ON-c: a copy whose config.json the expression edits
+  rm -rf "$tmp/$2"
+  cp -r "$fixtures/$1" "$tmp/$2"
+  python3 -c "import json, sys; c = json.load(open(sys.argv[1])); $3; json.dump(c, open(sys.argv[1], 'w'))" "$tmp/$2/config.json"
+}
+damage_config qwen3_gqa qwen3_capped 'c["attn_logit_softcapping"] = 30.0'
+expect_exit 2 "config.json: attn_logit_softcapping: 30.0 is not supported for model_type qwen3" \
+  "$bin" score --model "$tmp/qwen3_capped" --ids 1,2
+damage_config phi3_longrope phi3_biased 'c["attention_bias"] = True'
+expect_exit 2 "config.json: attention_bias: true is not supported for model_type phi3" \
+  "$bin" generate --model "$tmp/phi3_biased" --prompt-ids 1 --max-new-tokens 1
+damage_config gemma3_text gemma3_v5rope 'c["rope_parameters"] = {"full_attention": {"rope_theta": 1e6}}'
+expect_exit 2 "config.json: rope_parameters: one RoPE per layer type" "$bin" score --model "$tmp/gemma3_v5rope" --ids 1,2
+damage_config gemma2_bf16 gemma2_gelu 'c["hidden_activation"] = "gelu"'
+expect_exit 2 "config.json: hidden_activation: 'gelu' is not supported" "$bin" score --model "$tmp/gemma2_gelu" --ids 1,2
+
 # Corrupt safetensors files: each a clear error naming the file, exit 2.
 corrupt() {  # corrupt NAME PYTHON-BODY: a copy of llama_gqa whose model.safetensors the body rewrites
   rm -rf "$tmp/$1"

@@ -165,6 +165,8 @@ void expect_matches_single_device(const trainer::ModelConfig& mc) {
   EXPECT_LT((gathered - ref_logits.detach()).abs().max().item<double>(), 1e-5);
   // Gradients: sums over heads, ffn and vocab split across ranks, reassociated; 1e-5 absolute plus
   // 1e-4 relative is ~100x that rounding and far below a missing reduction (which halves a gradient).
+  // Replicated ones as the strategy leaves them: averaged over tp, per-head ones (q_norm) summed.
+  plan->average_replicated_gradients(*model);
   auto ref_params = reference->named_parameters();
   for (const auto& item : model->named_parameters()) {
     auto expected = plan->shard(item.key(), ref_params[item.key()].grad());

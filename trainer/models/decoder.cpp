@@ -318,6 +318,7 @@ void check_decoder_config(config::Section& s, const ModelConfig& c) {
 TpRule decoder_tp_rule(const std::string& leaf) {
   if (leaf == "qkv_proj") return {TpSplit::column, 3};  // grouped-query layouts are refused by tp_layout_errors
   if (leaf == "gate_up_proj") return {TpSplit::column, 2};
+  if (leaf == "q_norm" || leaf == "k_norm") return {TpSplit::heads, 1};  // over the rank's own heads
   for (const char* name : {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "lm_head"})
     if (leaf == name) return {TpSplit::column, 1};
   for (const char* name : {"o_proj", "down_proj"})

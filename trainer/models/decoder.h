@@ -40,7 +40,7 @@ void write_attention_scaling(const ModelConfig& c, nlohmann::json& j);
 void check_decoder_config(config::Section& s, const ModelConfig& c);
 
 // The tp rule of the decoder's linears: q/k/v/gate/up (fused: qkv_proj in 3 blocks, gate_up_proj
-// in 2) and the untied head split by columns, o/down by rows.
+// in 2) and the untied head split by columns, o/down by rows; q_norm and k_norm act per head.
 TpRule decoder_tp_rule(const std::string& leaf);
 
 }  // namespace lmforge::trainer

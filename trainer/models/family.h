@@ -24,6 +24,8 @@ enum class TpSplit {
   none,    // not a linear tp splits: replicated (or refused, for a linear)
   column,  // output features split: weight rows, bias
   row,     // input features split: weight columns; the bias stays whole
+  heads,   // not a linear: replicated, but applied to each head apart (q_norm), so a rank's gradient
+           // covers its own heads only and the ranks' gradients are summed
 };
 struct TpRule {
   TpSplit split = TpSplit::none;
@@ -62,7 +64,8 @@ struct Family {
   std::function<void(const ModelConfig&, const std::string& model_type, nlohmann::json&)> write_hf_config;
   // Whether the HF checkpoint stores this (lmforge-named) parameter transposed (GPT-2's Conv1D).
   std::function<bool(const std::string& name)> hf_transposed = [](const std::string&) { return false; };
-  // The tp split of a replaceable layer, by its leaf name ("q_proj").
+  // The tp split of a replaceable layer, by its leaf name ("q_proj"), or `heads` for a module acting
+  // on each head ("q_norm").
   std::function<TpRule(const std::string& leaf)> tp_rule;
 };
 

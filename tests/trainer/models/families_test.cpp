@@ -44,6 +44,22 @@ std::map<std::string, std::vector<int64_t>> shapes_of(CausalLMImpl& m) {
   return out;
 }
 
+// `steps` Adam steps of next-token loss on one batch of tokens (B, T) over `params`; the losses.
+std::vector<double> train_on(CausalLMImpl& model, const std::vector<torch::Tensor>& params, const torch::Tensor& tokens,
+                             double lr, int steps) {
+  torch::optim::Adam opt(params, torch::optim::AdamOptions(lr));
+  int64_t t = tokens.size(1) - 1;
+  std::vector<double> losses;
+  for (int step = 0; step < steps; ++step) {
+    opt.zero_grad();
+    auto loss = causal_lm_loss(model.forward(tokens.narrow(1, 0, t)), tokens.narrow(1, 1, t));
+    loss.backward();
+    opt.step();
+    losses.push_back(loss.item<double>());
+  }
+  return losses;
+}
+
 TEST(FamilyNames, EachFixtureLoadsUnderItsOwnFamily) {
   const std::map<std::string, std::string> arch_of = {{"qwen3_gqa", "qwen3"},      {"phi3_longrope", "phi3"},
                                                       {"gemma2_bf16", "gemma2"},    {"gemma3_text", "gemma3"}};
@@ -101,17 +117,9 @@ TEST_P(FamilyLora, FineTuneExportsAPeftAdapterWithTheHubsModuleNames) {
   std::vector<torch::Tensor> trainable;
   for (const auto& t : model->parameters())
     if (t.requires_grad()) trainable.push_back(t);
-  torch::optim::Adam opt(trainable, torch::optim::AdamOptions(1e-2));
   torch::manual_seed(5);
   auto tokens = torch::randint(0, cfg.vocab_size, {4, 12}, torch::kLong);
-  std::vector<double> losses;
-  for (int step = 0; step < 8; ++step) {
-    opt.zero_grad();
-    auto loss = causal_lm_loss(model->forward(tokens.narrow(1, 0, 11)), tokens.narrow(1, 1, 11));
-    loss.backward();
-    opt.step();
-    losses.push_back(loss.item<double>());
-  }
+  auto losses = train_on(*model, trainable, tokens, 1e-2, 8);
   // Eight Adam steps on one batch: the adapters must move the loss visibly (it is ~4 at the start).
   EXPECT_LT(losses.back(), losses.front() - 0.05) << c.fixture;
 
@@ -166,16 +174,8 @@ TEST_P(FamilyFromScratch, BuildsTrainsAndRoundTripsThroughAnHfDirectory) {
   EXPECT_TRUE(torch::equal(model->named_parameters()["model.norm.weight"],
                            torch::full({32}, plus_one ? 0.0 : 1.0)));
   auto tokens = torch::randint(0, 40, {2, 10}, torch::kLong);
-  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(3e-3));
-  double first = 0, last = 0;
-  for (int step = 0; step < 5; ++step) {
-    opt.zero_grad();
-    auto loss = causal_lm_loss(model->forward(tokens.narrow(1, 0, 9)), tokens.narrow(1, 1, 9));
-    loss.backward();
-    opt.step();
-    (step == 0 ? first : last) = loss.item<double>();
-  }
-  EXPECT_LT(last, first) << c.arch;
+  auto losses = train_on(*model, model->parameters(), tokens, 3e-3, 5);
+  EXPECT_LT(losses.back(), losses.front()) << c.arch;
   auto dir = temp_dir("scratch_" + c.arch);
   save_hf_model(*model, c, dir);
   ModelConfig back;
