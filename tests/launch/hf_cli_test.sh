@@ -117,8 +117,9 @@ expect_exit 2 "config.json: attn_logit_softcapping: 30.0 is not supported for mo
 damage_config phi3_longrope phi3_biased 'c["attention_bias"] = True'
 expect_exit 2 "config.json: attention_bias: true is not supported for model_type phi3" \
   "$bin" generate --model "$tmp/phi3_biased" --prompt-ids 1 --max-new-tokens 1
-damage_config gemma3_text gemma3_v5rope 'c["rope_parameters"] = {"full_attention": {"rope_theta": 1e6}}'
-expect_exit 2 "config.json: rope_parameters: one RoPE per layer type" "$bin" score --model "$tmp/gemma3_v5rope" --ids 1,2
+damage_config gemma3_text gemma3_v5rope 'c["rope_parameters"] = {"sliding_attention": {"rope_type": "yarn", "factor": 2}}'
+expect_exit 2 "config.json: rope_parameters.sliding_attention: rope type 'yarn' is not supported" \
+  "$bin" score --model "$tmp/gemma3_v5rope" --ids 1,2
 damage_config gemma2_bf16 gemma2_gelu 'c["hidden_activation"] = "gelu"'
 expect_exit 2 "config.json: hidden_activation: 'gelu' is not supported" "$bin" score --model "$tmp/gemma2_gelu" --ids 1,2
 

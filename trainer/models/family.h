@@ -19,6 +19,16 @@ namespace lmforge::trainer {
 
 class HfConfigJson;
 
+// What sets a RoPE decoder family's modules apart from llama's (trainer/models/decoder.h); llama's
+// is all false. The variants a config.json chooses within a family are ModelConfig's.
+struct DecoderShape {
+  bool qk_norm = false;            // RMSNorm over each query and key head before RoPE (q_norm, k_norm)
+  bool fused_projections = false;  // one qkv_proj and one gate_up_proj (gate first) instead of five linears
+  bool norm_plus_one = false;      // RMSNorm scales by (1 + weight), so a norm's weight starts at 0
+  bool sandwich_norms = false;     // norms after attention and the MLP as well as before them
+  bool embed_scale = false;        // token embeddings multiplied by sqrt(hidden_size)
+};
+
 // How a layer splits under tensor parallelism (trainer/parallelize.h applies it).
 enum class TpSplit {
   none,    // not a linear tp splits: replicated (or refused, for a linear)
@@ -30,16 +40,6 @@ enum class TpSplit {
 struct TpRule {
   TpSplit split = TpSplit::none;
   int64_t groups = 1;  // equal blocks split separately (gpt2's fused q/k/v: 3)
-};
-
-// What sets a RoPE decoder family's modules apart from llama's (trainer/models/decoder.h); llama's
-// is all false. The variants a config.json chooses within a family are ModelConfig's.
-struct DecoderShape {
-  bool qk_norm = false;            // RMSNorm over each query and key head before RoPE (q_norm, k_norm)
-  bool fused_projections = false;  // one qkv_proj and one gate_up_proj (gate first) instead of five linears
-  bool norm_plus_one = false;      // RMSNorm scales by (1 + weight), so a norm's weight starts at 0
-  bool sandwich_norms = false;     // norms after attention and the MLP as well as before them
-  bool embed_scale = false;        // token embeddings multiplied by sqrt(hidden_size)
 };
 
 struct Family {
@@ -64,8 +64,7 @@ struct Family {
   std::function<void(const ModelConfig&, const std::string& model_type, nlohmann::json&)> write_hf_config;
   // Whether the HF checkpoint stores this (lmforge-named) parameter transposed (GPT-2's Conv1D).
   std::function<bool(const std::string& name)> hf_transposed = [](const std::string&) { return false; };
-  // The tp split of a replaceable layer, by its leaf name ("q_proj"), or `heads` for a module acting
-  // on each head ("q_norm").
+  // The tp split of a replaceable layer, by its leaf name ("q_proj").
   std::function<TpRule(const std::string& leaf)> tp_rule;
 };
 

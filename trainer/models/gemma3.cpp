@@ -15,6 +15,33 @@ namespace {
 constexpr int64_t kHeadDim = 256, kWindow = 4096, kPattern = 6;
 constexpr double kRopeTheta = 1e6, kLocalTheta = 1e4, kQueryScale = 256;
 
+// RoPE: v4's rope_theta and rope_scaling for global layers and rope_local_base_freq for sliding
+// ones, or v5's rope_parameters holding one set per layer type.
+void read_rope(const HfConfigJson& j, ModelConfig& c) {
+  const json per_type = j.has("rope_parameters") ? j.raw("rope_parameters") : json();
+  bool nested = false;  // v5's flat rope_parameters holds numbers and lists; per layer type, objects
+  if (per_type.is_object())
+    for (const auto& item : per_type.items()) nested = nested || item.value().is_object();
+  if (!nested) {
+    read_hf_rope(j, c);
+    if (!j.has("rope_theta") && !j.has("rope_parameters")) c.rope_theta = kRopeTheta;
+    c.rope_local_theta = j.number("rope_local_base_freq", kLocalTheta);
+    return;
+  }
+  for (const auto& item : per_type.items())
+    if (item.key() != "full_attention" && item.key() != "sliding_attention")
+      throw j.error("rope_parameters." + item.key(), "not a layer type (full_attention, sliding_attention are)");
+  read_hf_rope(j.with("rope_parameters", per_type.value("full_attention", json::object())), c);
+  if (!per_type.contains("full_attention") || !per_type["full_attention"].contains("rope_theta")) c.rope_theta = kRopeTheta;
+  const json local = per_type.value("sliding_attention", json::object());
+  ModelConfig sliding = c;
+  sliding.rope = RopeScaling();
+  read_hf_rope(j.with("rope_parameters", local), sliding);
+  if (sliding.rope.type != "default")  // lmforge's sliding layers turn by plain RoPE only
+    throw j.error("rope_parameters.sliding_attention", "rope type '" + sliding.rope.type + "' is not supported (default is)");
+  c.rope_local_theta = local.contains("rope_theta") ? sliding.rope_theta : kLocalTheta;
+}
+
 ModelConfig read_gemma3(const HfConfigJson& j, const std::string& model_type) {
   ModelConfig c;
   c.arch = "gemma3";
@@ -25,13 +52,7 @@ ModelConfig read_gemma3(const HfConfigJson& j, const std::string& model_type) {
     throw j.error(j.has("hidden_activation") ? "hidden_activation" : "hidden_act",
                   "'" + act + "' is not supported (gelu_pytorch_tanh is)");
   c.activation = "gelu_new";  // the tanh approximation, under GPT-2's name for it
-  if (j.has("rope_parameters") && j.raw("rope_parameters").is_object() &&
-      (j.raw("rope_parameters").contains("full_attention") || j.raw("rope_parameters").contains("sliding_attention")))
-    throw j.error("rope_parameters", "one RoPE per layer type (transformers v5) is not supported; give rope_theta, "
-                                     "rope_scaling and rope_local_base_freq (v4) instead");
-  read_hf_rope(j, c);
-  if (!j.has("rope_theta") && !j.has("rope_parameters")) c.rope_theta = kRopeTheta;
-  c.rope_local_theta = j.number("rope_local_base_freq", kLocalTheta);
+  read_rope(j, c);
   read_attention_scaling(j, c, kQueryScale, 0, 0);
   c.qkv_bias = c.o_bias = j.boolean("attention_bias", false);
   reject_keys(j, model_type, {"partial_rotary_factor", "use_bidirectional_attention"});

@@ -226,6 +226,28 @@ TEST(FamilyConfig, SavedConfigsReadBackTheSameModel) {
   EXPECT_EQ(read_hf_config(fixture_dir("phi3_partial_bf16")).rotary_dim(), 4);
 }
 
+// transformers v5 writes gemma3's RoPE as one set per layer type: the same model as the v4 keys.
+TEST(FamilyConfig, Gemma3ReadsV5RopeParametersPerLayerType) {
+  auto dir = temp_dir("gemma3_v5");
+  fs::copy(fixture_dir("gemma3_text"), dir, fs::copy_options::recursive);
+  json j = read_json(dir + "/config.json");
+  for (const char* key : {"rope_theta", "rope_scaling", "rope_local_base_freq"}) j.erase(key);
+  j["rope_parameters"] = {{"full_attention", {{"rope_type", "linear"}, {"factor", 2.0}, {"rope_theta", 1e6}}},
+                          {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 1e4}}}};
+  std::ofstream(dir + "/config.json") << j.dump();
+  ModelConfig v4, v5;
+  auto a = load_hf_model(fixture_dir("gemma3_text"), &v4);
+  auto b = load_hf_model(dir, &v5);
+  EXPECT_EQ(v5.rope.type, "linear");
+  EXPECT_DOUBLE_EQ(v5.rope.factor, 2.0);
+  EXPECT_DOUBLE_EQ(v5.rope_theta, 1e6);
+  EXPECT_DOUBLE_EQ(v5.rope_local_theta, 1e4);
+  torch::NoGradGuard no_grad;
+  auto tokens = torch::tensor({1, 5, 9, 22, 3, 40, 17, 8}, torch::kLong).view({1, 8});
+  EXPECT_TRUE(torch::equal(a->forward(tokens), b->forward(tokens)));
+  fs::remove_all(dir);
+}
+
 // Keys whose math a family lacks, or values it does not implement: an InputError naming the file
 // and the key (exit 2 from the CLI), never a silently different model.
 TEST(FamilyConfig, UnsupportedKeysAreErrorsNamingTheKey) {
@@ -248,8 +270,10 @@ TEST(FamilyConfig, UnsupportedKeysAreErrorsNamingTheKey) {
       {"gemma2_bf16", [](json& j) { j["hidden_activation"] = "gelu"; }, "hidden_activation: 'gelu' is not supported"},
       {"gemma2_bf16", [](json& j) { j["use_bidirectional_attention"] = true; }, "use_bidirectional_attention: true is not supported"},
       {"gemma2_bf16", [](json& j) { j["attn_logit_softcapping"] = "50"; }, "attn_logit_softcapping: expected a number"},
-      {"gemma3_text", [](json& j) { j["rope_parameters"] = {{"full_attention", {{"rope_theta", 1e6}}}}; },
-       "rope_parameters: one RoPE per layer type (transformers v5) is not supported"},
+      {"gemma3_text", [](json& j) { j["rope_parameters"] = {{"sliding_attention", {{"rope_type", "linear"}, {"factor", 2}}}}; },
+       "rope_parameters.sliding_attention: rope type 'linear' is not supported (default is)"},
+      {"gemma3_text", [](json& j) { j["rope_parameters"] = {{"chunked_attention", json::object()}}; },
+       "rope_parameters.chunked_attention: not a layer type"},
       {"gemma3_text", [](json& j) { j["layer_types"] = {"sliding_attention"}; }, "layer_types: expected 2 entries"},
   };
   auto root = temp_dir("bad_keys");
