@@ -89,7 +89,13 @@ const Family& llama_family() {
     f.read_hf_config = read_llama_family;
     f.hf_model_type = llama_model_type;
     f.write_hf_config = write_llama_config;
-    f.tp_rule = decoder_tp_rule;
+    f.tp_rule = [](const std::string& leaf) -> TpRule {
+      for (const char* name : {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "lm_head"})
+        if (leaf == name) return {TpSplit::column, 1};
+      for (const char* name : {"o_proj", "down_proj"})
+        if (leaf == name) return {TpSplit::row, 1};
+      return {};
+    };
     return f;
   }();
   return family;
