@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tests/parallel/tensor_parallel_test.sh -- lmforge train under real mpirun with tensor
 # parallelism: tp=2 (-np 2; llama, qwen3, phi3, gemma2) and dp=2 x tp=2 (-np 4) against one
-# process with the same global batch; a tp=2 checkpoint resumed by one process; LoRA at tp=2 (losses, checkpoint, PEFT export
-# used by one process) with eval suites during training (the same results as tp=1); layouts that
-# do not divide exit 2.
+# process with the same global batch; a tp=2 checkpoint resumed by one process; LoRA at tp=2
+# (losses, checkpoint, PEFT export used by one process) with eval suites during training (the same
+# results as tp=1); layouts that do not divide exit 2.
 # Usage: tensor_parallel_test.sh PATH/TO/lmforge "MPIRUN AND ITS FLAGS"   (from the source root)
 source "$(dirname "$0")/cli_common.sh" "$@"
 run_dir() { ls -d "$1"/tiny/*/ 2>/dev/null | head -1; }
