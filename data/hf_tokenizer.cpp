@@ -7,6 +7,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include <unordered_map>
 
 #include "core/files.h"
+#include "data/chat_template.h"
 #include "data/sentencepiece_tokenizer.h"
 #include "data/utf8.h"
 #include "core/digest.h"
@@ -46,18 +48,6 @@ std::vector<std::string> utf8_chars(const std::string& s) {
     i += len;
   }
   return out;
-}
-
-// GPT-2's reversible byte -> printable unicode table: printable Latin-1 bytes map to themselves,
-// the other 68 bytes to U+0100 onwards, so no token contains whitespace or control characters.
-std::array<std::string, 256> byte_to_unicode() {
-  std::array<std::string, 256> table;
-  uint32_t next = 256;
-  for (uint32_t b = 0; b < 256; ++b) {
-    bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    table[b] = utf8_encode(printable ? b : next++);
-  }
-  return table;
 }
 
 // The steps of a normalizer/pre-tokenizer: a {"type": "Sequence", list_key: [...]} or one step.
@@ -200,6 +190,33 @@ class BpeTokenizer : public Tokenizer {
   }
   std::string fingerprint() const override { return fingerprint_; }
 
+  // Byte-level files only: SentencePiece-style tokenizer.json (U+2581 spaces, byte fallback) has
+  // no scores to give, and GGUF's SentencePiece kind needs them.
+  std::optional<TokenizerDescription> describe() const override {
+    if (!byte_level_ || metaspace_) return std::nullopt;
+    TokenizerDescription d;
+    d.kind = TokenizerDescription::Kind::byte_level_bpe;
+    d.tokens = tokens_;
+    d.token_types.assign(tokens_.size(), TokenizerDescription::normal);
+    for (size_t id = 0; id < tokens_.size(); ++id)
+      if (tokens_[id].empty() || ids_.at(tokens_[id]) != static_cast<int32_t>(id))
+        d.token_types[id] = TokenizerDescription::unused;  // a gap in the ids, or a duplicate spelling
+    for (const auto& [content, id] : added_)
+      d.token_types[id] = special_.count(id) ? TokenizerDescription::control : TokenizerDescription::user_defined;
+    d.merges.resize(ranks_.size());
+    for (const auto& [pair, rank] : ranks_) {
+      std::string merge = pair;
+      merge[merge.find('\0')] = ' ';
+      d.merges[rank] = merge;
+    }
+    d.pre_pattern = pattern_;
+    d.add_prefix_space = add_prefix_space_;
+    d.prefix_ids = prefix_;
+    d.suffix_ids = suffix_;
+    d.unk_id = unk_;
+    return d;
+  }
+
  private:
   [[noreturn]] void fail(const std::string& what) const { throw InputError(path_ + ": " + what); }
 
@@ -266,6 +283,7 @@ class BpeTokenizer : public Tokenizer {
       }
     }
     if (pattern.empty()) return;
+    pattern_ = pattern;
     int code = 0;
     PCRE2_SIZE offset = 0;
     regex_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
@@ -343,10 +361,11 @@ class BpeTokenizer : public Tokenizer {
   // each piece are cached: a hit costs one hash lookup instead of a merge loop (bench/RESULTS.md).
   void encode_piece(std::string_view piece, std::vector<int32_t>& ids) const {
     std::string key(piece);
+    CacheStripe& stripe = cache_[std::hash<std::string_view>{}(piece) % cache_.size()];
     {
-      std::lock_guard<std::mutex> lock(cache_mutex_);
-      auto hit = cache_.find(key);
-      if (hit != cache_.end()) {
+      std::lock_guard<std::mutex> lock(stripe.mutex);
+      auto hit = stripe.map.find(key);
+      if (hit != stripe.map.end()) {
         ids.insert(ids.end(), hit->second.begin(), hit->second.end());
         return;
       }
@@ -361,9 +380,9 @@ class BpeTokenizer : public Tokenizer {
       piece_ids.push_back(it->second);
     }
     ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cache_.size() >= kCacheEntries) cache_.clear();
-    cache_.emplace(std::move(key), std::move(piece_ids));
+    std::lock_guard<std::mutex> lock(stripe.mutex);
+    if (stripe.map.size() >= kCacheEntries / cache_.size()) stripe.map.clear();
+    stripe.map.emplace(std::move(key), std::move(piece_ids));
   }
 
   // SentencePiece-style: spaces become U+2581, words start at a U+2581 that follows another
@@ -440,12 +459,18 @@ class BpeTokenizer : public Tokenizer {
   std::map<int32_t, bool> special_;
   std::vector<int32_t> prefix_, suffix_;
   pcre2_code* regex_ = nullptr;
+  std::string pattern_;  // regex_'s source
   std::array<bool, 256> added_first_bytes_{};  // [byte]: some added token starts with it
   // Pre-token -> ids. Bounded (cleared when full) so adversarial text cannot grow it without
   // limit: 2^18 entries of a few short strings stay under ~50 MB.
   static constexpr size_t kCacheEntries = size_t{1} << 18;
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
+  // Striped by the piece's hash, each stripe with its own lock: data prepare's worker threads
+  // encode at once, and one lock taken per piece by all of them would serialise them.
+  struct CacheStripe {
+    std::mutex mutex;
+    std::unordered_map<std::string, std::vector<int32_t>> map;
+  };
+  mutable std::array<CacheStripe, 32> cache_;
   bool add_prefix_space_ = false;  // byte level: a space before text that lacks one
   bool byte_level_ = false, metaspace_ = false;
   bool prepend_space_ = false;     // metaspace: U+2581 before the text (removed again on decode)
@@ -539,10 +564,93 @@ std::unique_ptr<Tokenizer> load_bpe_files(const std::string& path, const Special
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::string& dir) {
   fs::path json_path = fs::path(dir) / "tokenizer.json", sp_path = fs::path(dir) / "tokenizer.model";
   std::unique_ptr<Tokenizer> tok;
+  fs::path vocab_path = fs::path(dir) / "vocab.json";
   if (fs::exists(json_path)) tok = tokenizer_json(json_path, read_config_beside(json_path), {});
+  else if (fs::exists(vocab_path)) tok = gpt2_files(vocab_path, fs::path(dir) / "merges.txt", read_config_beside(vocab_path), {});
   else if (fs::exists(sp_path)) tok = load_sentencepiece_model(sp_path.string(), {});
   if (tok) tok->attach_chat_template(dir);
   return tok;
+}
+
+namespace {
+
+// The byte tokenizer as a tokenizer.json: ids 0..255 are GPT-2's printable byte symbols, no merges,
+// no regex (the text is one piece), so every byte stays its own token as ByteTokenizer encodes.
+json byte_tokenizer_json(const Tokenizer& tok) {
+  json vocab = json::object();
+  std::array<std::string, 256> symbols = byte_to_unicode();
+  for (int b = 0; b < 256; ++b) vocab[symbols[b]] = b;
+  json added = json::array();
+  for (int32_t id : {tok.bos_id(), tok.eos_id()}) {
+    vocab[tok.piece(id)] = id;
+    added.push_back({{"id", id}, {"content", tok.piece(id)}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+  }
+  return {{"version", "1.0"},
+          {"added_tokens", added},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}},
+          {"post_processor", nullptr},
+          {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}},
+          {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
+}
+
+void copy_into(const fs::path& from, const fs::path& to) {
+  if (fs::absolute(from) != fs::absolute(to)) fs::copy_file(from, to, fs::copy_options::overwrite_existing);
+}
+
+}  // namespace
+
+void save_hf_tokenizer_files(const TokenizerConfig& cfg, const Tokenizer& tok, const std::string& dir) {
+  fs::path out(dir), source(cfg.path), source_dir;
+  std::string tokenizer_class = "PreTrainedTokenizerFast";  // what AutoTokenizer builds from tokenizer.json
+  if (cfg.kind == "byte") {
+    write_file_atomic((out / "tokenizer.json").string(), byte_tokenizer_json(tok).dump() + "\n");
+  } else if (cfg.kind == "sentencepiece") {
+    fs::path model = fs::is_directory(source) ? source / "tokenizer.model" : source;
+    copy_into(model, out / "tokenizer.model");
+    source_dir = model.parent_path();
+    tokenizer_class = "LlamaTokenizer";  // the SentencePiece class AutoTokenizer takes for a bare tokenizer.model
+  } else {
+    fs::path file = source;
+    if (fs::is_directory(source))
+      for (const char* name : {"tokenizer.json", "vocab.json", "encoder.json"})
+        if (fs::exists(source / name)) {
+          file = source / name;
+          break;
+        }
+    source_dir = file.parent_path();
+    if (file.filename() == "tokenizer.json") {
+      copy_into(file, out / "tokenizer.json");
+    } else {
+      copy_into(file, out / "vocab.json");
+      copy_into(source_dir / (file.filename() == "vocab.json" ? "merges.txt" : "vocab.bpe"), out / "merges.txt");
+      tokenizer_class = "GPT2Tokenizer";
+    }
+  }
+  json config = json::object();
+  if (!source_dir.empty() && fs::exists(source_dir / "tokenizer_config.json"))
+    config = read_json_file((source_dir / "tokenizer_config.json").string());
+  if (!config.is_object()) config = json::object();
+  if (!config.contains("tokenizer_class")) config["tokenizer_class"] = tokenizer_class;
+  json special_map = json::object();
+  using Slot = std::pair<const char*, int32_t>;
+  for (auto [key, id] : {Slot{"bos_token", tok.bos_id()}, Slot{"eos_token", tok.eos_id()}, Slot{"pad_token", tok.pad_id()}})
+    if (id >= 0) special_map[key] = config[key] = tok.piece(id);
+  json extra = config.value("additional_special_tokens", json::array());
+  for (const auto& t : cfg.special.extra)
+    if (std::find(extra.begin(), extra.end(), t) == extra.end()) extra.push_back(t);
+  if (!extra.empty()) special_map["additional_special_tokens"] = config["additional_special_tokens"] = extra;
+  if (const ChatTemplate* t = tok.chat_template()) config["chat_template"] = t->text();
+  config["clean_up_tokenization_spaces"] = false;  // decode must not drop spaces lmforge keeps
+  write_file_atomic((out / "tokenizer_config.json").string(), config.dump(2) + "\n");
+  write_file_atomic((out / "special_tokens_map.json").string(), special_map.dump(2) + "\n");
+  fs::path generation_file = out / "generation_config.json";
+  json generation = fs::exists(generation_file) ? read_json_file(generation_file.string()) : json::object();
+  if (tok.bos_id() >= 0) generation["bos_token_id"] = tok.bos_id();
+  if (tok.eos_id() >= 0) generation["eos_token_id"] = tok.eos_id();
+  if (tok.pad_id() >= 0) generation["pad_token_id"] = tok.pad_id();
+  write_file_atomic(generation_file.string(), generation.dump(2) + "\n");
 }
 
 }  // namespace lmforge::data

@@ -20,7 +20,8 @@ namespace lmforge::data {
 class Tokenizer;
 
 struct SourceConfig {
-  std::vector<std::string> paths;   // files or globs (required); relative paths from the working directory
+  std::vector<std::string> paths;   // files, globs or directories (required; relative to the working
+                                    // directory); .gz and .zst are decompressed
   std::string format = "text";      // text | jsonl | alpaca | chat
   std::string separator;            // text: a line equal to this splits a file into documents; "": one per file
   std::string field = "text";       // jsonl: the field holding the document
@@ -48,6 +49,8 @@ struct DataConfig {
   std::string on_error = "error";   // error | skip: malformed records stop prepare or are counted and skipped
   std::string cache_dir;            // prepared datasets; empty: <run.output_dir>/cache
   int64_t shard_rows = 8192;        // rows per shard file: ~4 MiB of uint16 ids at seq_len 256
+  int64_t workers = 0;              // tokenising threads; 0 (auto): every core this process may use,
+                                    // as the shards and the id do not depend on it
 };
 void read_data_config(config::Section& s, DataConfig& c);
 
@@ -77,8 +80,12 @@ struct PreparedDataset {
   DatasetManifest summary() const { return read_dataset_manifest(manifest); }
 };
 
-// Prepares (or reuses) the dataset. Bad inputs throw InputError naming the file and line (and
-// field or byte offset); nothing half-written is left: shards and the directory appear by rename.
+// Prepares (or reuses) the dataset, streaming: memory holds the dedup digests (21-43 bytes per
+// document), one shard's rows per split and a few 1 MiB batches per worker, never the corpus.
+// Bad inputs throw InputError naming the file and line (and field or byte offset); nothing
+// half-written is left: the directory appears by rename. A killed prepare leaves <id>.partial,
+// which the next one continues from (its shards verified by SHA-256); one process prepares a
+// dataset at a time (<id>.lock).
 PreparedDataset prepare_dataset(const DataConfig& cfg, const Tokenizer& tokenizer, const PrepareOptions& opt);
 
 // One record after templates: text segments, each trained on or not. For `data inspect`.

@@ -6,6 +6,7 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -37,6 +38,17 @@ void PackedRows::finish(int32_t pad_id) {
     mask_.push_back(0);
     positions_.push_back(pos++);
   }
+}
+
+void PackedRows::drop_front(int64_t n) {
+  const auto cut = static_cast<std::ptrdiff_t>(n * row_len_);
+  ids_.erase(ids_.begin(), ids_.begin() + cut);
+  mask_.erase(mask_.begin(), mask_.begin() + cut);
+  positions_.erase(positions_.begin(), positions_.begin() + cut);
+  std::vector<int64_t> kept;
+  for (int64_t s : doc_starts_)
+    if (s >= cut) kept.push_back(s - cut);
+  doc_starts_ = std::move(kept);
 }
 
 std::string token_dtype_name(int64_t vocab_size) {
@@ -74,6 +86,7 @@ void write_2d(hid_t file, const char* name, hid_t file_type, hid_t mem_type, con
   hsize_t chunk[2] = {std::min<hsize_t>(rows, 64), cols};  // 64 rows: a sampled row decompresses little else
   H5Pset_chunk(dcpl.id, 2, chunk);
   H5Pset_deflate(dcpl.id, 4);  // zlib level 4: most of level 9's ratio at a fraction of its time
+  H5Pset_obj_track_times(dcpl.id, false);  // no timestamps: the same rows give the same bytes
   H5Handle ds{H5Dcreate2(file, name, file_type, space.id, H5P_DEFAULT, dcpl.id, H5P_DEFAULT), H5Dclose};
   if (ds.id < 0 || H5Dwrite(ds.id, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
     throw InputError(std::string("HDF5: cannot write dataset ") + name);
@@ -118,7 +131,9 @@ ShardInfo write_shard(const std::string& path, const PackedRows& rows, int64_t f
              rows.positions_.data() + begin, count, len);
     hsize_t n_docs[1] = {doc_starts.size()};
     H5Handle space{H5Screate_simple(1, n_docs, nullptr), H5Sclose};
-    H5Handle ds{H5Dcreate2(file.id, "doc_starts", H5T_STD_I64LE, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+    H5Handle dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
+    H5Pset_obj_track_times(dcpl.id, false);
+    H5Handle ds{H5Dcreate2(file.id, "doc_starts", H5T_STD_I64LE, space.id, H5P_DEFAULT, dcpl.id, H5P_DEFAULT),
                 H5Dclose};
     if (ds.id < 0 || (!doc_starts.empty() &&
                       H5Dwrite(ds.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, doc_starts.data()) < 0))
@@ -134,6 +149,92 @@ ShardInfo write_shard(const std::string& path, const PackedRows& rows, int64_t f
   info.bytes = static_cast<int64_t>(fs::file_size(path));
   info.documents = static_cast<int64_t>(doc_starts.size());
   return info;
+}
+
+SplitWriter::SplitWriter(std::string dir, std::string split, int64_t row_len, int64_t shard_rows, int64_t vocab_size,
+                         std::string dataset_id)
+    : dir_(std::move(dir)), split_(std::move(split)), dataset_id_(std::move(dataset_id)), shard_rows_(shard_rows),
+      vocab_size_(vocab_size), pending_(row_len) {}
+
+int SplitWriter::add_document(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask) {
+  pending_.add_document(ids, mask);
+  ++documents_;
+  tokens_ += static_cast<int64_t>(ids.size());
+  for (auto m : mask) trained_ += m;
+  for (auto id : ids) max_id_ = std::max<int64_t>(max_id_, id);
+  int written = 0;
+  for (; pending_.rows() >= shard_rows_; ++written) write(shard_rows_);
+  return written;
+}
+
+void SplitWriter::finish(int32_t pad_id) {
+  pending_.finish(pad_id);
+  if (pending_.rows() > 0) write(pending_.rows());
+}
+
+void SplitWriter::write(int64_t rows) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%s_%05lld.h5", split_.c_str(), static_cast<long long>(shards_.size()));
+  ShardInfo info = write_shard(dir_ + "/" + name, pending_, 0, rows, vocab_size_, dataset_id_, split_);
+  shards_.push_back({{"file", name}, {"sha256", info.sha256}, {"rows", rows}, {"bytes", info.bytes},
+                     {"documents", info.documents}});
+  pending_.drop_front(rows);
+  rows_written_ += rows;
+}
+
+nlohmann::json SplitWriter::summary() const {
+  return {{"documents", documents_}, {"tokens", tokens_}, {"trained_tokens", trained_}, {"rows", rows()},
+          {"shards", shards_}};
+}
+
+nlohmann::json SplitWriter::state() const {
+  nlohmann::json s = summary();
+  s["rows_written"] = rows_written_;
+  s["max_id"] = max_id_;
+  return s;
+}
+
+namespace {
+template <class T>
+void append_vector(std::string& out, const std::vector<T>& v) {
+  uint64_t n = v.size();
+  out.append(reinterpret_cast<const char*>(&n), sizeof n);
+  out.append(reinterpret_cast<const char*>(v.data()), n * sizeof(T));
+}
+template <class T>
+void take_vector(const std::string& in, size_t& at, std::vector<T>& v) {
+  uint64_t n = 0;
+  if (at + sizeof n > in.size()) throw InputError("resume state: pending rows truncated");
+  std::memcpy(&n, in.data() + at, sizeof n);
+  at += sizeof n;
+  if (n > (in.size() - at) / sizeof(T)) throw InputError("resume state: pending rows truncated");
+  v.resize(n);
+  std::memcpy(v.data(), in.data() + at, n * sizeof(T));
+  at += n * sizeof(T);
+}
+}  // namespace
+
+std::string SplitWriter::pending_bytes() const {  // host byte order: read back by the same machine's build
+  std::string out;
+  append_vector(out, pending_.ids_);
+  append_vector(out, pending_.mask_);
+  append_vector(out, pending_.positions_);
+  append_vector(out, pending_.doc_starts_);
+  return out;
+}
+
+void SplitWriter::load(const nlohmann::json& state, const std::string& pending) {
+  size_t at = 0;
+  take_vector(pending, at, pending_.ids_);
+  take_vector(pending, at, pending_.mask_);
+  take_vector(pending, at, pending_.positions_);
+  take_vector(pending, at, pending_.doc_starts_);
+  shards_ = state.at("shards");
+  rows_written_ = state.at("rows_written");
+  documents_ = state.at("documents");
+  tokens_ = state.at("tokens");
+  trained_ = state.at("trained_tokens");
+  max_id_ = state.at("max_id");
 }
 
 ShardSet::ShardSet(const std::string& dataset_dir, const std::string& split, int64_t vocab_size,

@@ -7,6 +7,7 @@
 #include "data/chat_template.h"
 #include "data/hf_tokenizer.h"
 #include "data/sentencepiece_tokenizer.h"
+#include "data/utf8.h"
 #include "core/config_reader.h"
 #include "core/errors.h"
 
@@ -50,6 +51,17 @@ std::string ByteTokenizer::piece(int32_t id) const {
   if (id == bos_id()) return "<bos>";
   if (id == eos_id()) return "<eos>";
   return id >= 0 && id < 256 ? std::string(1, static_cast<char>(id)) : "";
+}
+
+std::optional<TokenizerDescription> ByteTokenizer::describe() const {
+  TokenizerDescription d;
+  for (const std::string& symbol : byte_to_unicode()) d.tokens.push_back(symbol);
+  d.tokens.push_back(piece(bos_id()));
+  d.tokens.push_back(piece(eos_id()));
+  d.token_types.assign(256, TokenizerDescription::normal);
+  d.token_types.push_back(TokenizerDescription::control);
+  d.token_types.push_back(TokenizerDescription::control);
+  return d;  // no merges and no pattern: every byte is its own token whatever splits the text
 }
 
 namespace {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,23 @@ void read_tokenizer_config(config::Section& s, TokenizerConfig& c);
 // or encoder.json; sentencepiece for tokenizer.model alone), or the byte default when it has none.
 TokenizerConfig tokenizer_of_model_dir(const std::string& dir);
 
+// A tokenizer spelled out for another format to hold (GGUF's tokenizer.ggml.*): its vocabulary and
+// what encode() does around it.
+struct TokenizerDescription {
+  enum class Kind { byte_level_bpe, sentencepiece_bpe };
+  // SentencePiece's piece types, which GGUF's token_type uses too.
+  enum TokenType : int32_t { normal = 1, unknown = 2, control = 3, user_defined = 4, unused = 5, byte = 6 };
+  Kind kind = Kind::byte_level_bpe;
+  std::vector<std::string> tokens;   // [id] as the files spell them ("\u0120world", "\u2581world")
+  std::vector<int32_t> token_types;  // [id] TokenType
+  std::vector<float> scores;         // [id] sentencepiece piece scores; empty for byte-level BPE
+  std::vector<std::string> merges;   // byte-level BPE: "a b", the first merged first
+  std::string pre_pattern;           // byte-level BPE: the pre-tokenizer regex ("": the text is one piece)
+  bool add_prefix_space = false;     // a space is put before the text
+  std::vector<int32_t> prefix_ids, suffix_ids;  // ids encode() puts around every text
+  int32_t unk_id = -1;
+};
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -51,6 +69,8 @@ class Tokenizer {
   virtual std::string fingerprint() const = 0;
   // Text a chat template rendered: it writes bos/eos itself, so no post-processor ids are added.
   virtual std::vector<int32_t> encode_rendered(const std::string& text) const { return encode(text); }
+  // The whole tokenizer as data, or nullopt for a kind that cannot be spelled out that way.
+  virtual std::optional<TokenizerDescription> describe() const { return std::nullopt; }
 
   // The chat template beside the tokenizer files (data/chat_template.h); null when there is none.
   // One that does not parse throws its InputError here, where it is used, not when the tokenizer loads.
@@ -73,6 +93,8 @@ class ByteTokenizer : public Tokenizer {
   int32_t eos_id() const override { return 257; }
   std::string piece(int32_t id) const override;
   std::string fingerprint() const override { return "byte-v1"; }
+  // A byte-level BPE without merges: byte b is GPT-2's printable symbol of b.
+  std::optional<TokenizerDescription> describe() const override;
 };
 
 // Throws InputError for a missing or malformed vocabulary file, or a tokenizer without an

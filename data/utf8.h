@@ -2,6 +2,7 @@
 // Not here: Unicode properties (PCRE2 has them) or normalization.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,6 +27,18 @@ inline std::string utf8_encode(uint32_t cp) {
     s += static_cast<char>(0x80 | (cp & 0x3F));
   }
   return s;
+}
+
+// GPT-2's reversible byte -> printable unicode table: printable Latin-1 bytes map to themselves,
+// the other 68 bytes to U+0100 onwards, so no token contains whitespace or control characters.
+inline std::array<std::string, 256> byte_to_unicode() {
+  std::array<std::string, 256> table;
+  uint32_t next = 256;
+  for (uint32_t b = 0; b < 256; ++b) {
+    bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    table[b] = utf8_encode(printable ? b : next++);
+  }
+  return table;
 }
 
 // The code points of a UTF-8 text (assumed valid, as JSON parsing guarantees).

@@ -58,6 +58,7 @@ LoadedModel open_model_dir(const std::string& dir) {
     }
     if (out.tokenizer && out.config.eos_token_ids.empty() && out.tokenizer->eos_id() >= 0)
       out.config.eos_token_ids = {out.tokenizer->eos_id()};
+    out.tokenizer_source = data::tokenizer_of_model_dir(hf_dir);
     out.kind = "hf";
     return out;
   }
@@ -77,6 +78,7 @@ LoadedModel open_model_dir(const std::string& dir) {
     load_lmforge_weights(*out.model, fresh, weights.string());
   }
   out.tokenizer = data::make_tokenizer(cfg.tokenizer);
+  out.tokenizer_source = cfg.tokenizer;
   if (out.config.eos_token_ids.empty()) out.config.eos_token_ids = {out.tokenizer->eos_id()};
   out.kind = "run";
   return out;

@@ -23,6 +23,7 @@ struct LoadedModel {
   std::string tokenizer_error;                 // why an HF directory's tokenizer files could not be read:
                                                // token ids still work, text reports this
   std::string kind;                            // "hf" or "run"
+  data::TokenizerConfig tokenizer_source;      // where `tokenizer` was read from (its files go into exports)
 };
 
 // An HF directory (config.json) or an lmforge run directory (config.yaml + model.safetensors,

@@ -19,6 +19,7 @@
 #include "data/pipeline.h"
 #include "data/sampler.h"
 #include "data/shards.h"
+#include "data/hf_tokenizer.h"
 #include "data/tokenizer.h"
 #include "experiments/config.h"
 #include "experiments/eval_suite.h"
@@ -336,6 +337,11 @@ void train_and_export(const Config& cfg, const TrainInputs& in, RunRecord& recor
     } else {
       trainer::save_run_export(*export_model(cfg, in), cfg.model, record.dir());
     }
+    // The tokenizer the run trained with, so the export is a complete HF model directory.
+    data::TokenizerConfig source = cfg.tokenizer;
+    if (!cfg.model.from.empty() && data::tokenizer_of_model_dir(cfg.model.from).kind != "byte")
+      source = data::tokenizer_of_model_dir(cfg.model.from);  // make_config_tokenizer read it from there
+    data::save_hf_tokenizer_files(source, *in.tokenizer, record.files().export_dir());
   } catch (const Preempted& e) {
     record.finish("interrupted", e.what());
     throw;

@@ -44,6 +44,7 @@ ROOTS=(
   nlohmann-json3-dev libcli11-dev     # header-only
   libssl-dev                          # find_package(OpenSSL): libcrypto
   libpcre2-dev libpng-dev             # find_library(pcre2-8), find_package(PNG)
+  zlib1g-dev libzstd-dev              # find_package(ZLIB), find_library(zstd): .gz/.zst sources
   libgtest-dev                        # find_package(GTest)
   ninja-build                         # the generator (also on the GPU image; this one is known)
   fortunes fortunes-min               # configs/quickstart.yaml's and configs/tiny.yaml's corpus

@@ -10,10 +10,12 @@
 #include "core/errors.h"
 #include "core/run_dir.h"
 #include "data/chat_template.h"
+#include "data/hf_tokenizer.h"
 #include "experiments/run_models.h"
 #include "experiments/runs.h"
 #include "parallel/launcher.h"
 #include "trainer/generate.h"
+#include "trainer/models/gguf_export.h"
 #include "trainer/models/hf_model.h"
 #include "trainer/peft/adapter_dir.h"
 #include "trainer/peft/apply.h"
@@ -25,7 +27,8 @@ struct HfCommands {
   CLI::App* generate = nullptr;
   CLI::App* export_cmd = nullptr;
   std::string model_dir, adapter_dir, ids, text, prompt, prompt_ids, chat, out_dir, dtype = "fp32";
-  std::string format = "hf";  // hf: the model as it is | peft: a LoRA run's adapter | hf-merged
+  std::string format = "hf";  // hf: the model as it is | peft: a LoRA run's adapter | hf-merged | gguf
+  std::string gguf_type = "f32";  // gguf: the matrices' type; f32 loses nothing
   std::string device = "cpu";  // score/generate: cpu | cuda | auto (CUDA when LibTorch sees a GPU)
   trainer::SamplingConfig sampling;
   bool json = false, no_cache = false, ignore_eos = false;
@@ -125,7 +128,8 @@ int run_generate(const HfCommands& c) {
     nlohmann::json out = {{"prompt_ids", prompt}, {"ids", g.ids}, {"sequence_ids", sequence},
                           {"finish_reason", g.finish_reason}};
     if (m.tokenizer) out["text"] = text;
-    std::printf("%s\n", out.dump().c_str());
+    // Text cut inside a UTF-8 sequence: U+FFFD for the partial bytes, not an exception.
+    std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else if (m.tokenizer) {
     std::printf("%s\n", text.c_str());
   } else {
@@ -157,9 +161,32 @@ void export_adapted(const HfCommands& c, const trainer::HfSaveOptions& options) 
   trainer::HfSaveOptions merged = options;
   merged.copy_files_from = run.base_dir;
   trainer::save_hf_model(*run.model, run.model_cfg, c.out_dir, merged);
+  if (auto tok = data::load_hf_tokenizer(run.base_dir))
+    data::save_hf_tokenizer_files(data::tokenizer_of_model_dir(run.base_dir), *tok, c.out_dir);
+}
+
+// --format gguf: one file for llama.cpp; a LoRA run or --adapter is merged first.
+void export_gguf(const HfCommands& c) {
+  trainer::GgufExportOptions options;
+  options.type = trainer::ggml_type_of(c.gguf_type);
+  experiments::LoadedModel m = experiments::open_model_dir(c.model_dir);
+  if (!m.tokenizer)
+    throw InputError(m.tokenizer_error.empty() ? c.model_dir + ": no tokenizer lmforge can read; GGUF embeds one"
+                                               : m.tokenizer_error);
+  if (!c.adapter_dir.empty()) trainer::load_peft_adapter(*m.model, c.adapter_dir);
+  trainer::merge_lora(*m.model);  // nothing to merge in a full model
+  options.name = std::filesystem::path(c.model_dir).filename().string();
+  if (options.name.empty() || options.name == ".") options.name = std::filesystem::absolute(c.model_dir).filename().string();
+  for (const std::string& note : trainer::save_gguf(*m.model, m.config, *m.tokenizer, c.out_dir, options))
+    std::fprintf(stderr, "warning: %s\n", note.c_str());
 }
 
 int run_export(const HfCommands& c) {
+  if (c.format == "gguf") {
+    export_gguf(c);
+    std::printf("%s\n", c.out_dir.c_str());
+    return 0;
+  }
   trainer::HfSaveOptions options;
   options.dtype = c.dtype == "bf16" ? torch::kBFloat16 : c.dtype == "fp16" ? torch::kHalf : torch::kFloat;
   options.max_shard_bytes = c.max_shard_mb * 1'000'000;
@@ -170,6 +197,7 @@ int run_export(const HfCommands& c) {
     experiments::LoadedModel m = experiments::open_model_dir(c.model_dir);
     options.copy_files_from = m.config.from;
     trainer::save_hf_model(*m.model, m.config, c.out_dir, options);
+    if (m.tokenizer) data::save_hf_tokenizer_files(m.tokenizer_source, *m.tokenizer, c.out_dir);
   }
   // Exported from a run: the card carries the run's lineage (from the run directory itself, or
   // from the run an `export/` directory sits in).
@@ -228,8 +256,11 @@ std::shared_ptr<HfCommands> add_hf_commands(CLI::App& app) {
   c->export_cmd->add_option("--out", c->out_dir, "output directory")->required();
   c->export_cmd->add_option("--format", c->format,
                             "hf: the model as an HF directory; peft: a LoRA run's adapter as an HF PEFT "
-                            "directory; hf-merged: adapters merged into an HF directory")
-      ->check(CLI::IsMember({"hf", "peft", "hf-merged"}));
+                            "directory; hf-merged: adapters merged into an HF directory; gguf: one llama.cpp file "
+                            "(--out model.gguf)")
+      ->check(CLI::IsMember({"hf", "peft", "hf-merged", "gguf"}));
+  c->export_cmd->add_option("--type", c->gguf_type, "gguf: matrix type f32 | f16 | bf16 | q8_0 | q4_0 (norms stay f32)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"}));
   c->export_cmd->add_option("--adapter", c->adapter_dir, "PEFT adapter directory applied to the model");
   c->export_cmd->add_option("--dtype", c->dtype, "weights dtype")->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   c->export_cmd->add_option("--max-shard-mb", c->max_shard_mb, "shard the weights above this size")

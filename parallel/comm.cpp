@@ -32,11 +32,12 @@ class SelfComm : public Comm {
   std::unique_ptr<Work> allreduce_async(torch::Tensor&, ReduceOp) override { return std::make_unique<SelfWork>(); }
   std::unique_ptr<Work> broadcast_async(torch::Tensor&, int) override { return std::make_unique<SelfWork>(); }
   std::unique_ptr<Work> allgather_async(const torch::Tensor& t, torch::Tensor& out) override {
-    out = t.dim() == 0 ? t.reshape({1}).clone() : t.clone();
+    auto whole = t.dim() == 0 ? t.reshape({1}) : t;
+    reuse_or_allocate(out, whole.sizes(), whole.options()).copy_(whole);
     return std::make_unique<SelfWork>();
   }
   std::unique_ptr<Work> reduce_scatter_async(const torch::Tensor& t, torch::Tensor& out, ReduceOp) override {
-    out = t.clone();
+    reuse_or_allocate(out, t.sizes(), t.options()).copy_(t);
     return std::make_unique<SelfWork>();
   }
   std::unique_ptr<Work> barrier_async() override { return std::make_unique<SelfWork>(); }
@@ -174,7 +175,7 @@ class MpiComm : public Comm {
     auto sizes = staging.sizes().vec();
     if (sizes.empty()) sizes.push_back(1);
     sizes[0] *= size_;
-    out = torch::empty(sizes, t.options());
+    reuse_or_allocate(out, sizes, t.options());
     auto gathered = needs_fp32(in) ? torch::empty(sizes, staging.options()) : out;
     MPI_Request req;
     check_mpi(MPI_Iallgather(staging.data_ptr(), static_cast<int>(staging.numel()), mpi_type(staging.scalar_type()),
@@ -194,7 +195,7 @@ class MpiComm : public Comm {
     auto staging = needs_fp32(in) ? in.to(torch::kFloat) : in;
     auto sizes = staging.sizes().vec();
     sizes[0] /= size_;
-    out = torch::empty(sizes, t.options());
+    reuse_or_allocate(out, sizes, t.options());
     auto reduced = needs_fp32(in) ? torch::empty(sizes, staging.options()) : out;
     MPI_Request req;
     check_mpi(MPI_Ireduce_scatter_block(staging.data_ptr(), reduced.data_ptr(), static_cast<int>(reduced.numel()),
@@ -346,6 +347,13 @@ void Comm::barrier() { barrier_async()->wait(); }
 torch::Tensor Comm::allgather(const torch::Tensor& t) {
   torch::Tensor out;
   allgather_async(t, out)->wait();
+  return out;
+}
+
+torch::Tensor& reuse_or_allocate(torch::Tensor& out, c10::IntArrayRef sizes, const torch::TensorOptions& options) {
+  bool fits = out.defined() && out.sizes() == sizes && out.scalar_type() == options.dtype().toScalarType() &&
+              out.device() == options.device() && out.is_contiguous();
+  if (!fits) out = torch::empty(sizes, options);
   return out;
 }
 

@@ -33,8 +33,10 @@ class Comm {
   torch::Tensor reduce_scatter(const torch::Tensor& t, ReduceOp op);  // (size * N, ...) -> (N, ...)
   void barrier();
 
-  // Non-blocking variants: the collective is posted; its result is in `t` (or `out`, allocated
-  // by the call) once the handle's wait() returns. Handles may be waited on in any order.
+  // Non-blocking variants: the collective is posted; its result is in `t` (or `out`) once the
+  // handle's wait() returns. Handles may be waited on in any order. `out` is filled in place when
+  // it is already a contiguous tensor of the result's shape, dtype and device (a buffer kept
+  // across steps), and allocated by the call otherwise.
   virtual std::unique_ptr<Work> allreduce_async(torch::Tensor& t, ReduceOp op) = 0;
   virtual std::unique_ptr<Work> broadcast_async(torch::Tensor& t, int root) = 0;
   virtual std::unique_ptr<Work> allgather_async(const torch::Tensor& t, torch::Tensor& out) = 0;
@@ -55,6 +57,10 @@ class Comm {
 //   training device: gradients, optimizer shards, tensor-parallel activations and shards, eval sums.
 // A host tensor given to the device communicator is a bug that NCCL reports only on a GPU;
 // make_device_contract_comm makes a CPU run report it too.
+
+// `out` when it is a contiguous tensor of `sizes` and `options`' dtype and device, else a new one
+// assigned to it: the output rule of allgather_async/reduce_scatter_async, for backends.
+torch::Tensor& reuse_or_allocate(torch::Tensor& out, c10::IntArrayRef sizes, const torch::TensorOptions& options);
 
 // The communicator of a single process: every collective is the identity.
 std::unique_ptr<Comm> make_self_comm();

@@ -1,5 +1,6 @@
 // parallel/nccl_comm.cpp -- the NCCL backend for CUDA tensors: unique id over the bootstrap
-// (MPI) communicator, one dedicated stream, and a watchdog. Compiled only where CUDA + NCCL exist.
+// (MPI) communicator, non-blocking communicators polled against the timeout, one dedicated
+// stream, and a watchdog. Compiled only where CUDA + NCCL exist.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -56,6 +57,42 @@ void check_nccl(ncclResult_t rc, const char* what) {
   if (rc != ncclSuccess) throw std::runtime_error(std::string("NCCL ") + what + " failed: " + ncclGetErrorString(rc));
 }
 
+// Communicators are created non-blocking (NCCL >= 2.14; older ones block, bounded by run_within's
+// timer): init, split and enqueuing a collective
+// may return ncclInProgress, and the host polls the communicator's state until it settles, so a
+// peer that never joins ends the job after the timeout instead of hanging it (the watchdog polls
+// the same state for collectives already on the GPU).
+// The result of a call on `comm` once it is no longer in progress; after `timeout_s` the
+// communicator is aborted and the job ends with a message naming `what` (collectives are
+// enqueued in microseconds, so the poll yields before it sleeps).
+void settle(ncclComm_t comm, ncclResult_t rc, double timeout_s, const std::string& what, int rank) {
+  const auto start = std::chrono::steady_clock::now();
+  for (int polls = 0; rc == ncclInProgress; ++polls) {
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s) {
+      std::fprintf(stderr, "error: %s (rank %d) did not complete within parallel.timeout_s = %g s: another rank is hung, "
+                           "gone, or cannot reach this one; ending the job\n", what.c_str(), rank, timeout_s);
+      std::fflush(stderr);
+      ncclCommAbort(comm);
+      std::_Exit(1);
+    }
+    if (polls < 1000) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (ncclCommGetAsyncError(comm, &rc) != ncclSuccess) break;
+  }
+  check_nccl(rc, what.c_str());
+}
+
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
+ncclConfig_t non_blocking_config() {
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  return config;
+}
+#endif
+
 ncclDataType_t nccl_type(torch::ScalarType t) {
   switch (t) {
     case torch::kFloat: return ncclFloat32;
@@ -109,6 +146,8 @@ class NcclState {
   }
 
   ncclComm_t comm() const { return comm_; }
+  // Checks the result of posting a collective on the communicator (settled if in progress).
+  void enqueued(ncclResult_t rc, const char* what) { settle(comm_, rc, timeout_s_, std::string("NCCL ") + what, rank_); }
   cudaStream_t stream() const { return stream_; }
   void set_timeout(double s) { timeout_s_ = s; }
   double timeout() const { return timeout_s_; }
@@ -225,7 +264,7 @@ class NcclComm : public Comm {
   std::unique_ptr<Work> allreduce_async(torch::Tensor& t, ReduceOp op) override {
     check_cuda_contiguous(t);
     state_->begin();
-    check_nccl(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.scalar_type()),
+    state_->enqueued(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.scalar_type()),
                              nccl_op(op), state_->comm(), state_->stream()),
                "AllReduce");
     return make_work(state_->end("AllReduce", {t}), {t});
@@ -234,7 +273,7 @@ class NcclComm : public Comm {
   std::unique_ptr<Work> broadcast_async(torch::Tensor& t, int root) override {
     check_cuda_contiguous(t);
     state_->begin();
-    check_nccl(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.scalar_type()),
+    state_->enqueued(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), nccl_type(t.scalar_type()),
                              root, state_->comm(), state_->stream()),
                "Broadcast");
     return make_work(state_->end("Broadcast", {t}), {t});
@@ -246,9 +285,9 @@ class NcclComm : public Comm {
     auto sizes = in.sizes().vec();
     if (sizes.empty()) sizes.push_back(1);
     sizes[0] *= size_;
-    out = torch::empty(sizes, in.options());
+    reuse_or_allocate(out, sizes, in.options());
     state_->begin();
-    check_nccl(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
+    state_->enqueued(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
                              nccl_type(in.scalar_type()), state_->comm(), state_->stream()),
                "AllGather");
     return make_work(state_->end("AllGather", {in, out}), {in, out});
@@ -261,9 +300,9 @@ class NcclComm : public Comm {
                 " is not divisible by ", size_, " ranks");
     auto sizes = in.sizes().vec();
     sizes[0] /= size_;
-    out = torch::empty(sizes, in.options());
+    reuse_or_allocate(out, sizes, in.options());
     state_->begin();
-    check_nccl(ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
+    state_->enqueued(ncclReduceScatter(in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
                                  nccl_type(in.scalar_type()), nccl_op(op), state_->comm(), state_->stream()),
                "ReduceScatter");
     return make_work(state_->end("ReduceScatter", {in, out}), {in, out});
@@ -279,8 +318,14 @@ class NcclComm : public Comm {
 
   std::unique_ptr<Comm> split(int color, int key) override {
     ncclComm_t sub = nullptr;
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
+    ncclConfig_t config = non_blocking_config();
+    state_->enqueued(ncclCommSplit(state_->comm(), color, key, &sub, &config), "CommSplit");  // the parent settles
+    settle(sub, ncclInProgress, state_->timeout(), "NCCL CommSplit", rank_);                  // then the child
+#else
     run_within(state_->timeout(), "NCCL CommSplit (rank " + std::to_string(rank_) + ")",
                [&] { check_nccl(ncclCommSplit(state_->comm(), color, key, &sub, nullptr), "CommSplit"); });
+#endif
     int rank = 0, size = 0;
     check_nccl(ncclCommUserRank(sub, &rank), "CommUserRank");
     check_nccl(ncclCommCount(sub, &size), "CommCount");
@@ -309,8 +354,15 @@ std::unique_ptr<Comm> make_nccl_comm(Comm& bootstrap, int device, double timeout
   bootstrap.broadcast(bytes, 0);
   std::memcpy(&id, bytes.data_ptr(), sizeof id);
   ncclComm_t comm = nullptr;
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0)
+  ncclConfig_t config = non_blocking_config();
+  ncclResult_t rc = ncclCommInitRankConfig(&comm, bootstrap.size(), id, bootstrap.rank(), &config);
+  if (rc != ncclSuccess && rc != ncclInProgress) check_nccl(rc, "CommInitRankConfig");
+  settle(comm, ncclInProgress, timeout_s, "NCCL CommInitRank", bootstrap.rank());
+#else
   run_within(timeout_s, "NCCL CommInitRank (rank " + std::to_string(bootstrap.rank()) + ")",
              [&] { check_nccl(ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()), "CommInitRank"); });
+#endif
   return std::make_unique<NcclComm>(std::make_shared<NcclState>(comm, device, bootstrap.rank(), timeout_s),
                                     bootstrap.rank(), bootstrap.size());
 }

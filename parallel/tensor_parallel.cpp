@@ -103,7 +103,7 @@ torch::Tensor dropout_of_slice(const torch::Tensor& x, double p, bool training, 
   return x * own_slice_last_dim(noise, tp);
 }
 
-torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets, Comm& tp) {
+torch::Tensor vocab_parallel_cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& targets, Comm& tp) {
   auto z = logits.reshape({-1, logits.size(-1)}).to(torch::kFloat);  // (N, V/p)
   auto t = targets.reshape({-1});                                     // (N)
   const int64_t rows = z.size(1), start = rows * tp.rank();
@@ -117,7 +117,7 @@ torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits, const to
   target_logit = reduce_from_tp(target_logit, tp);                     // (N)
   auto sum_exp = reduce_from_tp(shifted.exp().sum(-1), tp);            // (N)
   auto valid = t.ne(-100).to(torch::kFloat);
-  return ((sum_exp.log() - target_logit) * valid).sum() / valid.sum();
+  return ((sum_exp.log() - target_logit) * valid).sum();
 }
 
 }  // namespace lmforge::parallel

@@ -46,9 +46,10 @@ class SharedCopyTo {
 // result is the slice of what at::dropout does on one device (same draws: bernoulli_ on the shape).
 torch::Tensor dropout_of_slice(const torch::Tensor& x, double p, bool training, Comm& tp);
 
-// Mean next-token cross-entropy (fp32, targets -100 ignored) from this rank's vocab slice of the
-// logits (B, T, V/p), rank r holding ids r*V/p .. (r+1)*V/p - 1. Three allreduces of (B*T)
-// values; the full (B, T, V) logits are never built. Equals causal_lm_loss on the gathered logits.
-torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets, Comm& tp);
+// Next-token cross-entropy (fp32, targets -100 ignored) summed over the targets, from this rank's
+// vocab slice of the logits (B, T, V/p), rank r holding ids r*V/p .. (r+1)*V/p - 1. Three
+// allreduces of (B*T) values; the full (B, T, V) logits are never built. Equals
+// causal_lm_loss_sum on the gathered logits.
+torch::Tensor vocab_parallel_cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& targets, Comm& tp);
 
 }  // namespace lmforge::parallel

@@ -1,5 +1,5 @@
-// parallel/zero.cpp -- flat per-group buffers padded to a multiple of the world size, shard
-// views, and the reduce-scatter -> local step -> all-gather round. Bucketed overlap is not here.
+// parallel/zero.cpp -- flat per-group buffers padded to a multiple of the world size (allocated
+// once), shard views, and the reduce-scatter -> local step -> all-gather round. No bucketed overlap.
 #include "parallel/zero.h"
 
 #include <cmath>
@@ -15,7 +15,9 @@ struct ZeroOptimizer::Group {
   int64_t numel = 0, shard_numel = 0;  // padded total = shard_numel x world
   torch::Tensor shard;                 // (shard_numel) fp32 leaf: this rank's slice of the parameters
   torch::Tensor gradients;             // (shard_numel x world) fp32: the flat gradients reduce-scattered,
-                                       // allocated once at the first step (its padding stays zero)
+                                       // allocated once at the first step (its padding stays zero),
+                                       // then the gathered parameters' buffer in step()
+  torch::Tensor shard_gradient;        // (shard_numel) fp32: this rank's averaged slice, kept across steps
 };
 
 static torch::Tensor flatten_padded(const std::vector<torch::Tensor>& tensors, int64_t padded) {
@@ -67,9 +69,9 @@ torch::Tensor ZeroOptimizer::reduce_gradients_and_clip_on_device(double max_norm
       }
       offset += p.numel();
     }
-    auto shard_grad = comm_.reduce_scatter(g->gradients, ReduceOp::avg);
-    sum_sq += shard_grad.to(torch::kDouble).pow(2).sum();
-    g->shard.mutable_grad() = shard_grad;
+    comm_.reduce_scatter_async(g->gradients, g->shard_gradient, ReduceOp::avg)->wait();
+    sum_sq += g->shard_gradient.to(torch::kDouble).pow(2).sum();
+    g->shard.mutable_grad() = g->shard_gradient;
   }
   comm_.allreduce(sum_sq, ReduceOp::sum);
   auto norm = sum_sq[0].sqrt();
@@ -83,7 +85,10 @@ void ZeroOptimizer::step() {
   optimizer_->step();
   torch::NoGradGuard no_grad;
   for (auto& g : groups_) {
-    auto full = comm_.allgather(g->shard.detach());  // (shard_numel x world)
+    // Into the flat gradient buffer: it is refilled before it is read again, so no full-size
+    // buffer is allocated per step. (shard_numel x world)
+    torch::Tensor& full = g->gradients;
+    comm_.allgather_async(g->shard.detach(), full)->wait();
     int64_t offset = 0;
     for (auto& p : g->params) {
       p.copy_(full.narrow(0, offset, p.numel()).view(p.sizes()));

@@ -57,7 +57,7 @@ class TensorParallel {
 // tied head over the embedding's rows. LoRA layers (applied first, on the whole model) become their
 // column or row form with the adapters sliced the same way. Each rank keeps its slice of the full
 // weights, so tp = N starts exactly where tp = 1 does. Logits come out as vocab slices: use
-// parallel::vocab_parallel_cross_entropy. Throws InputError naming the layer when a size does not
+// parallel::vocab_parallel_cross_entropy_sum. Throws InputError naming the layer when a size does not
 // divide by tp, and for a DoRA layer. With tp = 1 it changes nothing.
 std::shared_ptr<TensorParallel> parallelize(CausalLMImpl& model, parallel::Grid& grid);
 

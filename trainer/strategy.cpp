@@ -35,7 +35,7 @@ class DataParallel : public Strategy {
   }
   void zero_grad() override { optimizer_->zero_grad(); }
   torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) override {
-    return causal_lm_loss(logits, targets);
+    return causal_lm_loss_sum(logits, targets);
   }
   NamedTensors full(const NamedTensors& local) override { return local; }
   NamedTensors local(const NamedTensors& full) override { return full; }
@@ -124,7 +124,7 @@ class TensorParallelDP : public DataParallel {
     return tp_->clip_gradients(model_, max_norm);
   }
   torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) override {
-    return parallel::vocab_parallel_cross_entropy(logits, targets, tp_->comm());
+    return parallel::vocab_parallel_cross_entropy_sum(logits, targets, tp_->comm());
   }
   NamedTensors full(const NamedTensors& local) override {
     torch::Device device = model_.parameters().front().device();  // shards travel on the communicator's device

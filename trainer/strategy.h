@@ -34,7 +34,8 @@ class Strategy : public CheckpointComponent {
   virtual torch::Tensor reduce_and_clip(double max_norm) = 0;
   virtual void step(double lr) = 0;
   virtual void zero_grad() = 0;
-  // The mean next-token loss of this rank's logits (under tp: its vocab slice).
+  // The next-token loss of this rank's logits summed over their targets (under tp: from its vocab
+  // slice); the trainer divides by the global batch's target count.
   virtual torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) = 0;
   // Full tensors from this rank's (collective under tp), and this rank's from full ones.
   virtual NamedTensors full(const NamedTensors& local) = 0;

@@ -69,7 +69,7 @@ class VocabParallelTiedHeadImpl : public LayerImpl {
 // suites, scoring, generation), on every tp rank: the output head returns the full logits
 // (B, T, V), gathered from the ranks' vocab slices, and the token embedding is a whole table
 // (gathered once), so the vocabulary checks see V rows. Training keeps the slices
-// (vocab_parallel_cross_entropy). A model that was not split is left alone. Collective.
+// (vocab_parallel_cross_entropy_sum). A model that was not split is left alone. Collective.
 class InferenceView {
  public:
   explicit InferenceView(CausalLMImpl& model);

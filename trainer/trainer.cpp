@@ -5,6 +5,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -188,6 +189,45 @@ class Counters : public CheckpointComponent {
 
 }  // namespace
 
+// A batch source that can draw the next step's rows early: while this step's backward runs on the
+// device, the host reads the shards instead of idling at the step's end. state() is the source's
+// before that draw, so a checkpoint resumes with the rows the next step trains on.
+class PrefetchingSource : public data::BatchSource {
+ public:
+  explicit PrefetchingSource(std::unique_ptr<data::BatchSource> inner) : inner_(std::move(inner)) {}
+  void prefetch(int64_t global_rows, int64_t first, int64_t count) {
+    cancel();
+    state_before_ = inner_->state();
+    ahead_ = inner_->next(global_rows, first, count);
+    ahead_rows_ = {global_rows, first, count};
+    holding_ = true;
+  }
+  data::Batch next(int64_t global_rows, int64_t first, int64_t count) override {
+    if (holding_ && ahead_rows_ == std::array<int64_t, 3>{global_rows, first, count}) {
+      holding_ = false;
+      return std::move(ahead_);
+    }
+    cancel();
+    return inner_->next(global_rows, first, count);
+  }
+  std::string state() const override { return holding_ ? state_before_ : inner_->state(); }
+  void restore(const std::string& state) override {
+    holding_ = false;
+    inner_->restore(state);
+  }
+
+ private:
+  void cancel() {  // a prefetched batch nobody took: the source goes back to before it
+    if (holding_) inner_->restore(state_before_);
+    holding_ = false;
+  }
+  std::unique_ptr<data::BatchSource> inner_;
+  data::Batch ahead_;
+  std::array<int64_t, 3> ahead_rows_{};
+  std::string state_before_;
+  bool holding_ = false;
+};
+
 // The model's weights: every parameter, or a LoRA run's trainable ones next to base.json, the
 // frozen base they adapt (checked by content on load). Full tensors whatever tp is.
 class WeightsState : public CheckpointComponent {
@@ -268,7 +308,7 @@ Trainer::Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data:
     : model_(std::move(model)),
       device_(model_->parameters().front().device()),
       s_(std::move(settings)),
-      train_data_(std::move(train_data)),
+      train_data_(std::make_unique<PrefetchingSource>(std::move(train_data))),
       eval_batches_(std::move(eval_batches)),
       metrics_(metrics),
       comm_(comm),
@@ -293,15 +333,21 @@ void Trainer::run() {
   last_log_tokens_ = tokens_seen_;
   while (step_ < max_steps) {
     double lr = lr_at(step_, max_steps, s_.optim.lr, s_.schedule);
-    torch::Tensor loss_sum = train_step();
-    auto [loss, grad_norm] = step_scalars(loss_sum, strategy_->reduce_and_clip(s_.optim.grad_clip));
+    StepSums sums = train_step();
+    auto [loss, grad_norm, targets] = step_scalars(sums, strategy_->reduce_and_clip(s_.optim.grad_clip));
     if (!std::isfinite(loss) || !std::isfinite(grad_norm))
       throw TrainingError("step " + std::to_string(step_ + 1) + ": loss " + std::to_string(loss) +
                           ", gradient norm " + std::to_string(grad_norm) +
                           ": not finite, stopping before the update (try a lower optim.lr or check the data)");
-    strategy_->step(lr);
+    if (targets > 0) {
+      strategy_->step(lr);
+    } else {
+      log::line("warning: step " + std::to_string(step_ + 1) +
+                    ": the global batch has no target tokens (every row is prompt or padding); skipped, no update",
+                comm_.rank() == 0);
+    }
     ++step_;
-    losses_.push_back(loss);
+    if (targets > 0) losses_.push_back(loss);
     log_step(step_, loss, grad_norm, lr);
     if (step_ == max_steps || (s_.train.eval_every > 0 && step_ % s_.train.eval_every == 0)) {
       if (!eval_batches_.empty()) log_eval(evaluate());
@@ -329,35 +375,52 @@ void Trainer::log_eval(const EvalResult& r) {
     metrics_->append_metrics({{"step", step_}, {"eval_loss", r.loss}, {"eval_ppl", r.perplexity}, {"eval_tokens", r.tokens}});
 }
 
-std::pair<double, double> Trainer::step_scalars(const torch::Tensor& loss_sum, const torch::Tensor& grad_norm) {
-  auto scalars = read_to_host(torch::stack({loss_sum.reshape({}), grad_norm.to(loss_sum.device()).reshape({})}));  // the step's one read
-  auto mean_loss = torch::tensor({scalars[0].item<double>() / static_cast<double>(s_.train.grad_accum_steps)}, torch::kDouble);
-  control_.allreduce(mean_loss, parallel::ReduceOp::avg);  // a NaN on any rank reaches every rank
-  return {mean_loss.item<double>(), scalars[1].item<double>()};
+Trainer::StepScalars Trainer::step_scalars(const StepSums& sums, const torch::Tensor& grad_norm) {
+  auto device = sums.loss_sum.device();
+  auto scalars = read_to_host(torch::stack({sums.loss_sum.reshape({}), grad_norm.to(device).reshape({}),
+                                            sums.targets.to(device).reshape({})}));  // the step's one read
+  const double targets = scalars[2].item<double>();
+  // This rank's share of the global loss; the shares summed over dp are the token-weighted mean.
+  // The host communicator spans every rank and tp ranks hold equal shares: its average times dp.
+  auto share = torch::tensor({scalars[0].item<double>() / std::max(targets, 1.0)}, torch::kDouble);
+  control_.allreduce(share, parallel::ReduceOp::avg);  // a NaN on any rank reaches every rank
+  return {share.item<double>() * static_cast<double>(dp_.size()), scalars[1].item<double>(),
+          static_cast<int64_t>(targets)};
 }
 
-torch::Tensor Trainer::train_step() {
+// The step's loss is the sum of the token losses over the global batch (every micro-batch on
+// every dp rank) over its number of targets, so the split into micro-batches and ranks does not
+// change it and a micro-batch without targets adds nothing. The count is known before backward:
+// one allreduce of this rank's count. Each micro-batch's sum is scaled by dp / count, since
+// gradient sync averages over dp.
+Trainer::StepSums Trainer::train_step() {
   model_->train();
   strategy_->zero_grad();
   const int64_t accum = s_.train.grad_accum_steps, micro_batch = s_.train.micro_batch_size;
   const int64_t rows = micro_batch * accum;  // this rank's slice of the global batch
   const bool bf16 = s_.train.precision == Precision::bf16;
   data::Batch mine = train_data_->next(rows * dp_.size(), dp_.rank() * rows, rows);  // (B x accum, T)
+  torch::Tensor targets = mine.targets.ne(-100).sum().to(torch::kDouble).reshape({1}).to(device_);
+  if (dp_.size() > 1) dp_.allreduce(targets, parallel::ReduceOp::sum);
+  torch::Tensor scale = (static_cast<double>(dp_.size()) / targets.clamp_min(1)).to(torch::kFloat).reshape({});
   torch::Tensor loss_sum = torch::zeros({}, torch::dtype(torch::kDouble).device(device_));  // summed on the device
+  data::Batch ahead = slice(mine, 0, micro_batch, device_);
   for (int64_t micro = 0; micro < accum; ++micro) {
-    data::Batch b = slice(mine, micro * micro_batch, micro_batch, device_);
+    data::Batch b = std::move(ahead);  // its copy was posted before the previous forward
+    if (micro + 1 < accum) ahead = slice(mine, (micro + 1) * micro_batch, micro_batch, device_);
     torch::Tensor loss;
     {
       Autocast autocast(bf16, device_.type());
       loss = strategy_->loss(model_->forward(b.inputs, b.positions, b.segments), b.targets);
     }
     strategy_->begin_backward(/*last=*/micro == accum - 1);
-    (loss / static_cast<double>(accum)).backward();
+    (loss * scale).backward();
     loss_sum += loss.detach().to(torch::kDouble);
   }
+  if (step_ + 1 < s_.train.max_steps) train_data_->prefetch(rows * dp_.size(), dp_.rank() * rows, rows);
   strategy_->finish_backward();
   tokens_seen_ += mine.inputs.numel() * dp_.size();
-  return loss_sum;
+  return {loss_sum, targets};
 }
 
 EvalResult Trainer::evaluate() {
@@ -367,11 +430,8 @@ EvalResult Trainer::evaluate() {
   for (size_t i = dp_.rank(); i < eval_batches_.size(); i += dp_.size()) {
     Autocast autocast(s_.train.precision == Precision::bf16, device_.type());
     data::Batch b = slice(eval_batches_[i], 0, eval_batches_[i].inputs.size(0), device_);
-    double counted = static_cast<double>((b.targets != -100).sum().item<int64_t>());
-    double loss = strategy_->loss(model_->forward(b.inputs, b.positions, b.segments), b.targets).item<double>();
-    if (counted == 0) continue;
-    local[0] += loss * counted;
-    local[1] += counted;
+    local[0] += strategy_->loss(model_->forward(b.inputs, b.positions, b.segments), b.targets).item<double>();
+    local[1] += static_cast<double>(b.targets.ne(-100).sum().item<int64_t>());
   }
   auto sums = torch::tensor({local[0], local[1]}, torch::kDouble).to(device_);
   dp_.allreduce(sums, parallel::ReduceOp::sum);

@@ -99,6 +99,8 @@ struct EvalResult {
 // model. The tp ranks of a dp rank share its slice. Checkpoints and final weights hold full
 // tensors whatever tp is. Only the rank given a metrics sink (rank 0) writes metrics and the final
 // weights (<run_dir>/model.safetensors).
+class PrefetchingSource;
+
 class Trainer {
  public:
   Trainer(CausalLM model, TrainerSettings settings, std::unique_ptr<data::BatchSource> train_data,
@@ -121,10 +123,19 @@ class Trainer {
   const std::vector<double>& losses() const { return losses_; }  // one per optimizer step
 
  private:
-  torch::Tensor train_step();  // this rank's loss summed over its micro-steps (device, no host read)
-  // The step's one host read: the mean loss over the global batch (agreed over the host
-  // communicator) and the gradient norm.
-  std::pair<double, double> step_scalars(const torch::Tensor& loss_sum, const torch::Tensor& grad_norm);
+  // This rank's token losses summed over its micro-steps, and the global batch's target count
+  // (device tensors, no host read).
+  struct StepSums {
+    torch::Tensor loss_sum, targets;
+  };
+  StepSums train_step();
+  // The step's one host read: the loss over the global batch (token-weighted, agreed over the
+  // host communicator), the gradient norm, and the global target count.
+  struct StepScalars {
+    double loss, grad_norm;
+    int64_t targets;
+  };
+  StepScalars step_scalars(const StepSums& sums, const torch::Tensor& grad_norm);
   void log_step(int64_t step, double loss, double grad_norm, double lr);
   void log_eval(const EvalResult& r);
   void save_final_weights();
@@ -132,7 +143,7 @@ class Trainer {
   CausalLM model_;
   torch::Device device_;  // where the model lives; batches are moved here
   TrainerSettings s_;
-  std::unique_ptr<data::BatchSource> train_data_;
+  std::unique_ptr<PrefetchingSource> train_data_;  // draws the next step's rows during backward
   std::vector<data::Batch> eval_batches_;  // the same every evaluation; empty: no evaluation
   MetricsSink* metrics_;
   parallel::Comm& comm_;     // every rank, on the device: the strategy's collectives

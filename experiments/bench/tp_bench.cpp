@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
   auto step = [&] {
     optimizer->zero_grad();
     auto logits = model->forward(inputs);
-    auto loss = tp > 1 ? parallel::vocab_parallel_cross_entropy(logits, targets, grid.tp())
+    auto loss = tp > 1 ? parallel::vocab_parallel_cross_entropy_sum(logits, targets, grid.tp()) / targets.numel()
                        : trainer::causal_lm_loss(logits, targets);
     loss.backward();
     plan->average_replicated_gradients(*model);

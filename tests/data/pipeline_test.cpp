@@ -1,5 +1,6 @@
 // tests/data/pipeline_test.cpp -- the data pipeline end to end on real files: sources, templates
-// and masks, filters, split, packing, HDF5 shards and manifest, reuse, damage, the sampler.
+// and masks, filters, split, packing, HDF5 shards and manifest, reuse, damage, the sampler;
+// streaming across chunks, workers, compressed files and directories.
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
@@ -7,10 +8,14 @@
 #include <fstream>
 #include <set>
 
+#include <zlib.h>
+#include <zstd.h>
+
 #include "data/pipeline.h"
 #include "data/sampler.h"
 #include "data/shards.h"
 #include "data/tokenizer.h"
+#include "core/digest.h"
 #include "core/errors.h"
 
 namespace fs = std::filesystem;
@@ -238,6 +243,146 @@ TEST_F(PipelineTest, SamplerIsSeededCoversEveryRowPerEpochAndResumesExactly) {
     ASSERT_TRUE(torch::equal(expected.inputs, got.inputs)) << "step " << step;
     ASSERT_TRUE(torch::equal(expected.targets, got.targets));
   }
+}
+
+// A corpus with duplicates, filtered documents, weights and an eval share: everything the
+// in-order half decides.
+std::string mixed_corpus(int n) {
+  std::string lines;
+  for (int i = 0; i < n; ++i) {
+    lines += "{\"text\": \"document " + std::to_string(i % (n - 7)) + " " + std::string(static_cast<size_t>(i % 23), 'w') + "\"}\n";
+    if (i % 50 == 0) lines += "{\"text\": \"\"}\n\n";
+  }
+  return lines;
+}
+
+std::vector<std::string> shard_hashes(const PreparedDataset& d) {
+  std::vector<std::string> out;
+  for (const char* split : {"train", "eval"})
+    for (const auto& s : d.manifest["splits"][split]["shards"]) out.push_back(lmforge::sha256_file(d.dir + "/" + s["file"].get<std::string>()));
+  return out;
+}
+
+TEST_F(PipelineTest, WorkersGiveByteIdenticalShardsAndTheSameId) {
+  cfg_.sources = {source(write("m.jsonl", mixed_corpus(1200)), "jsonl")};
+  cfg_.sources.push_back(source(write("n.jsonl", mixed_corpus(500)), "jsonl"));
+  cfg_.sources[1].weight = 1.5;
+  cfg_.eval_fraction = 0.1;
+  cfg_.max_tokens = 30;
+  cfg_.shard_rows = 16;
+  cfg_.workers = 1;
+  auto one = prepare(/*seq_len=*/31);
+  ASSERT_GT(one.manifest["splits"]["train"]["shards"].size(), 5u);
+  for (int64_t workers : {2, 5}) {
+    cfg_.workers = workers;
+    cfg_.cache_dir = (dir_ / ("cache" + std::to_string(workers))).string();
+    auto many = prepare(31);
+    EXPECT_FALSE(many.reused);
+    EXPECT_EQ(many.id, one.id) << workers << " workers";
+    EXPECT_EQ(many.manifest, one.manifest) << workers << " workers";
+    EXPECT_EQ(shard_hashes(many), shard_hashes(one)) << workers << " workers: the shard files themselves";
+  }
+  EXPECT_GT(one.manifest["stats"]["dropped"]["duplicate"].get<int64_t>(), 0);
+  EXPECT_GT(one.manifest["stats"]["dropped"]["empty"].get<int64_t>(), 0);
+}
+
+TEST_F(PipelineTest, DatasetIdsAreThoseOfTheWholeCorpusPipeline) {
+  // Ids from the pipeline before streaming (main at 16384f1): today's configs keep their datasets.
+  cfg_.sources = {source(write("t.txt", "one\n---\ntwo\n---\nthree\n"), "text")};
+  cfg_.sources[0].separator = "---";
+  cfg_.eval_fraction = 0.5;
+  cfg_.workers = 3;
+  auto d = prepare(/*seq_len=*/16);
+  EXPECT_EQ(d.id, "b50a433f4feb9c5f6cf08cfa077b0445");
+  EXPECT_EQ(d.manifest["stats"]["documents"], 3);
+}
+
+TEST_F(PipelineTest, LinesAreCountedAcrossChunksAndLongLinesSurvive) {
+  std::string lines;
+  for (int i = 0; i < 30000; ++i) lines += "{\"text\": \"line " + std::to_string(i) + " of a file larger than one read\"}\n";
+  lines += "{\"text\": \"" + std::string(3 << 20, 'z') + "\"}\n";  // a 3 MiB line spans reads
+  std::string path = write("big.jsonl", lines + "{\"text\": \"ok\"\n");
+  cfg_.sources = {source(path, "jsonl")};
+  cfg_.max_tokens = 100;
+  cfg_.workers = 2;
+  std::string m = error_of([&] { prepare(); });
+  EXPECT_NE(m.find(path + ":30002: malformed JSON"), std::string::npos) << m.substr(0, 200);
+  cfg_.on_error = "skip";
+  auto d = prepare();
+  EXPECT_EQ(d.manifest["stats"]["dropped"]["malformed"], 1);
+  EXPECT_EQ(d.manifest["stats"]["dropped"]["too_long"], 1) << "the 3 MiB line is one record";
+  EXPECT_EQ(d.manifest["stats"]["records"], 30001);
+}
+
+std::string gzip(const std::string& text) {
+  z_stream z{};
+  deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);  // +16: a gzip header
+  std::string out(deflateBound(&z, text.size()) + 32, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  z.avail_in = static_cast<uInt>(text.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+std::string zstd(const std::string& text) {
+  std::string out(ZSTD_compressBound(text.size()), '\0');
+  out.resize(ZSTD_compress(out.data(), out.size(), text.data(), text.size(), 3));
+  return out;
+}
+
+std::vector<int64_t> all_tokens(const PreparedDataset& d) {
+  ShardSet set(d.dir, "train", 258, true);
+  std::vector<int64_t> rows(static_cast<size_t>(set.rows()));
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int64_t>(i);
+  Batch b = set.read(rows);
+  return std::vector<int64_t>(b.inputs.data_ptr<int64_t>(), b.inputs.data_ptr<int64_t>() + b.inputs.numel());
+}
+
+TEST_F(PipelineTest, GzipAndZstdSourcesGiveThePlainFilesRowsAndDamageIsNamed) {
+  std::string text = mixed_corpus(2000);
+  cfg_.sources = {source(write("p.jsonl", text), "jsonl")};
+  auto plain = all_tokens(prepare());
+  for (const auto& [name, bytes] : {std::pair{std::string("p.jsonl.gz"), gzip(text)}, std::pair{std::string("p.jsonl.zst"), zstd(text)}}) {
+    cfg_.sources = {source(write(name, bytes), "jsonl")};
+    EXPECT_EQ(all_tokens(prepare()), plain) << name;
+    std::string path = write(name, bytes.substr(0, bytes.size() / 2));
+    std::string m = error_of([&] { prepare(); });
+    EXPECT_NE(m.find(path + ": "), std::string::npos) << m;
+    EXPECT_NE(m.find("truncated"), std::string::npos) << m;
+  }
+  std::string path = write("fake.gz", "{\"text\": \"plain\"}\n");
+  cfg_.sources = {source(path, "jsonl")};
+  EXPECT_NE(error_of([&] { prepare(); }).find(path + ": not gzip data"), std::string::npos);
+  std::string bad_line = gzip("{\"text\": \"a\"}\n{\"text\": 1}\n");
+  path = write("bad.jsonl.gz", bad_line);
+  cfg_.sources = {source(path, "jsonl")};
+  EXPECT_NE(error_of([&] { prepare(); }).find(path + ":2: field 'text' is not a string"), std::string::npos);
+}
+
+TEST_F(PipelineTest, DirectoriesAndGlobsAreReadInByteOrderOfTheirPaths) {
+  fs::create_directories(dir_ / "corpus" / "sub");
+  fs::create_directories(dir_ / "corpus" / ".git");
+  write("corpus/b.txt", "b");
+  write("corpus/a.txt", "a");
+  write("corpus/sub/c.txt", "c");
+  write("corpus/B.txt", "B");
+  write("corpus/.hidden", "h");
+  write("corpus/.git/x", "x");
+  cfg_.sources = {source((dir_ / "corpus").string(), "text")};
+  auto records = read_records(cfg_, 0);
+  std::vector<std::string> texts;
+  for (const auto& r : records) texts.push_back(r.segments[0].text);
+  EXPECT_EQ(texts, (std::vector<std::string>{"B", "a", "b", "c"}));
+  EXPECT_EQ(prepare().manifest["inputs"].size(), 4u);
+  fs::create_directories(dir_ / "empty");
+  cfg_.sources = {source((dir_ / "empty").string(), "text")};
+  cfg_.sources[0].key = "data.sources[0].paths";
+  EXPECT_NE(error_of([&] { prepare(); }).find("data.sources[0].paths: directory '" + (dir_ / "empty").string() + "' holds no files"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -60,6 +60,30 @@ TEST(Comm, AllgatherConcatenatesInRankOrder) {
   }
 }
 
+// A buffer of the result's shape is filled in place (ZeRO keeps one across steps); any other is
+// replaced by a new one of the right shape.
+TEST(Comm, OutputBuffersThatFitAreFilledInPlace) {
+  const int n = world().size(), r = world().rank();
+  auto self = lmforge::parallel::make_self_comm();
+  for (lmforge::parallel::Comm* comm : {&world(), self.get()}) {
+    const int64_t ranks = comm->size();
+    auto gathered = torch::full({2 * ranks}, -1.0f), reduced = torch::full({2}, -1.0f);
+    const void* gathered_at = gathered.data_ptr();
+    const void* reduced_at = reduced.data_ptr();
+    auto mine = torch::tensor({1.0f * r, 10.0f * r});
+    comm->allgather_async(mine, gathered)->wait();
+    comm->reduce_scatter_async(torch::ones({2 * ranks}), reduced, ReduceOp::sum)->wait();
+    EXPECT_EQ(gathered.data_ptr(), gathered_at);
+    EXPECT_EQ(reduced.data_ptr(), reduced_at);
+    EXPECT_FLOAT_EQ(gathered[2 * (ranks - 1) + 1].item<float>(), ranks == 1 ? 10.0f * r : 10.0f * (n - 1));
+    EXPECT_FLOAT_EQ(reduced[1].item<float>(), static_cast<float>(ranks));
+    auto wrong = torch::zeros({3}, torch::kDouble);
+    comm->allgather_async(mine, wrong)->wait();
+    EXPECT_EQ(wrong.numel(), 2 * ranks);
+    EXPECT_EQ(wrong.scalar_type(), torch::kFloat);
+  }
+}
+
 TEST(Comm, ReduceScatterGivesEachRankItsSummedBlock) {
   const int n = world().size(), r = world().rank();
   auto in = torch::arange(2 * n, torch::kFloat) + r;  // element i on rank q: i + q

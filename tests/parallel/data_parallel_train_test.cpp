@@ -28,6 +28,25 @@ TEST(DataParallelTraining, MatchesOneProcessWithTheSameGlobalBatch) {
   EXPECT_LT(lmforge::testing::max_parameter_difference(parallel_run.model, reference.model), 1e-5);
 }
 
+// The masked rows of train_fixture.h: a rank's share may hold few targets or none; the loss is
+// the global batch's token-weighted mean either way.
+TEST(DataParallelTraining, TokenWeightedLossDoesNotDependOnRanksOrMicroBatches) {
+  const int64_t n = world().size();
+  ASSERT_EQ(4 % n, 0) << "16 rows as 4 x 4 micro-batches split over " << n << " ranks";
+  auto self = parallel::make_self_comm();
+  auto reference = lmforge::testing::train_masked_llama(*self, 3, 16, 1);
+  for (auto [micro, accum] : {std::pair<int64_t, int64_t>{16 / n, 1}, {4 / n, 4}}) {
+    auto run = lmforge::testing::train_masked_llama(world(), 3, micro, accum);
+    ASSERT_EQ(run.losses.size(), 3u);
+    // fp32: token losses and gradients summed in another order (autograd per micro-batch, MPI
+    // over ranks), ~1e-7 relative, the weights as one vector after three AdamW steps too (see
+    // TokenWeightedLoss in tests/trainer/trainer_test.cpp). Per-rank means weight rows unequally.
+    EXPECT_NEAR(run.losses[0], reference.losses[0], 1e-6 * reference.losses[0]) << n << " x " << micro << " x " << accum;
+    EXPECT_LT(lmforge::testing::relative_parameter_difference(run.model, reference.model), 1e-6)
+        << n << " x " << micro << " x " << accum;
+  }
+}
+
 }  // namespace
 
 namespace {

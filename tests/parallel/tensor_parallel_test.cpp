@@ -99,7 +99,7 @@ TEST(VocabParallelCrossEntropy, MatchesTheFullLossAndGradient) {
   auto reference = trainer::causal_lm_loss(full, targets);
   reference.backward();
   auto mine = full.detach().chunk(kTp, -1)[tp.rank()].clone().requires_grad_();
-  auto loss = parallel::vocab_parallel_cross_entropy(mine, targets, tp);
+  auto loss = parallel::vocab_parallel_cross_entropy_sum(mine, targets, tp) / targets.ne(-100).sum();
   loss.backward();
   // fp32 log-sum-exp over 8 values summed in another order: ~1e-7; a wrong target or
   // normaliser is off by >1e-2.
@@ -157,7 +157,7 @@ void expect_matches_single_device(const trainer::ModelConfig& mc) {
   auto ref_logits = reference->forward(tokens);  // (B, T, V)
   trainer::causal_lm_loss(ref_logits, targets).backward();
   auto logits = model->forward(tokens);  // (B, T, V/2)
-  auto loss = parallel::vocab_parallel_cross_entropy(logits, targets, tp);
+  auto loss = parallel::vocab_parallel_cross_entropy_sum(logits, targets, tp) / targets.ne(-100).sum();
   loss.backward();
 
   // Same fp32 weights; only the order of the sums over the split dims differs (~1e-7 relative).
@@ -325,7 +325,7 @@ void expect_lora_matches_single_device(const trainer::ModelConfig& mc, const tra
   trainer::causal_lm_loss(ref_logits, targets).backward();
   torch::manual_seed(21);
   auto logits = model->forward(tokens);
-  parallel::vocab_parallel_cross_entropy(logits, targets, tp).backward();
+  (parallel::vocab_parallel_cross_entropy_sum(logits, targets, tp) / targets.ne(-100).sum()).backward();
 
   // As for the plain models: the same fp32 weights and dropout masks, sums reassociated over ranks.
   auto gathered = parallel::gather_from_tp(logits.detach(), tp);

@@ -27,7 +27,7 @@ fs::path temp_dir() {
 // Trains 4 steps with a checkpoint every 2 and a final one; `host` carries the control plane
 // (null: the device communicator itself, as the trainer did before the rule).
 std::unique_ptr<Trainer> trainer_on(parallel::Comm& device, parallel::Comm* host, const fs::path& dir,
-                                    bool zero = false) {
+                                    bool zero = false, const std::string& rope = "default", int64_t max_seq_len = 16) {
   torch::manual_seed(3);
   ModelConfig mc;
   mc.arch = "llama";
@@ -35,7 +35,9 @@ std::unique_ptr<Trainer> trainer_on(parallel::Comm& device, parallel::Comm* host
   mc.hidden_size = 32;
   mc.n_layers = 1;
   mc.n_heads = 4;
-  mc.max_seq_len = 16;
+  mc.max_seq_len = max_seq_len;
+  mc.rope.type = rope;
+  mc.rope.factor = 2.0;
   TrainerSettings s;
   s.train.max_steps = 4;
   s.train.micro_batch_size = 2;
@@ -100,5 +102,18 @@ TEST(HostSync, OneDeviceReadPerStep) {
     trainer->run();
     EXPECT_EQ(host_reads() - before, 4) << (zero ? "zero-1" : "data parallel") << ": 4 steps";
     EXPECT_EQ(trainer->losses().size(), 4u);
+  }
+}
+
+// Dynamic NTK RoPE depends on the largest position: within max_seq_len the frequencies are the
+// unscaled ones whatever it is, so the step still reads once; past it, each forward reads the
+// largest position (2 micro-steps x 4 steps more), which the counter sees.
+TEST(HostSync, LengthDependentRopeReadsOnlyPastItsConstantRange) {
+  for (int64_t max_seq_len : {16, 8}) {
+    auto host = parallel::make_self_comm();
+    auto trainer = trainer_on(*host, host.get(), "", false, "dynamic", max_seq_len);
+    const int64_t before = host_reads();
+    trainer->run();
+    EXPECT_EQ(host_reads() - before, max_seq_len == 16 ? 4 : 4 + 8) << "max_seq_len " << max_seq_len;
   }
 }

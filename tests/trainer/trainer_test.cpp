@@ -1,5 +1,6 @@
 // tests/trainer/trainer_test.cpp -- the training loop in-process: loss falls, identical seeds give
-// bit-identical losses (fp32 and bf16), a non-finite loss stops the run, eval perplexity = exp(loss).
+// bit-identical losses (fp32 and bf16), a non-finite loss stops the run, eval perplexity = exp(loss),
+// the loss is token-weighted over the whole batch whatever its split into micro-batches.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,7 @@
 #include "parallel/comm.h"
 #include "core/errors.h"
 #include "trainer/trainer.h"
+#include "tests/parallel/train_fixture.h"
 
 using namespace lmforge;
 using namespace lmforge::trainer;
@@ -93,6 +95,37 @@ TEST(Trainer, NonFiniteLossStopsTheRun) {
   } catch (const TrainingError& e) {
     EXPECT_NE(std::string(e.what()).find("step 1: loss nan"), std::string::npos) << e.what();
   }
+}
+
+}  // namespace
+
+namespace {
+
+// Masked rows hold 0..16 targets each (some none): a mean per micro-batch would weight them
+// unequally (and 1 x 16 would divide 0 by 0); the token-weighted loss does not see the split.
+TEST(TokenWeightedLoss, EveryMicroBatchSplitGivesTheSameLossAndWeights) {
+  auto self = parallel::make_self_comm();
+  auto whole = lmforge::testing::train_masked_llama(*self, 3, 16, 1);
+  for (auto [micro, accum] : {std::pair<int64_t, int64_t>{4, 4}, {1, 16}}) {
+    auto split = lmforge::testing::train_masked_llama(*self, 3, micro, accum);
+    ASSERT_EQ(split.losses.size(), 3u);
+    // fp32: the same token losses and gradients summed in another order (per micro-batch, then
+    // accumulated), ~1e-7 relative; after three AdamW steps the weights as one vector differ by
+    // ~1e-7 (q/k projections, whose gradients at init are ~1e-3 of the others', up to 1.3e-6 per
+    // tensor: AdamW normalises their reassociation noise too). A per-micro-batch mean weights these
+    // rows unequally, and 1 x 16 would divide 0 by 0.
+    EXPECT_NEAR(split.losses[0], whole.losses[0], 1e-6 * whole.losses[0]) << micro << " x " << accum;
+    EXPECT_LT(lmforge::testing::relative_parameter_difference(split.model, whole.model), 1e-6)
+        << micro << " x " << accum;
+  }
+}
+
+TEST(TokenWeightedLoss, AGlobalBatchWithoutTargetsIsSkippedWithoutAnUpdate) {
+  auto self = parallel::make_self_comm();
+  auto skipped = lmforge::testing::train_masked_llama(*self, 2, 4, 1, /*all_masked=*/true);
+  EXPECT_TRUE(skipped.losses.empty());
+  auto initial = lmforge::testing::train_masked_llama(*self, 0, 4, 1);  // no step: the seeded weights
+  EXPECT_EQ(lmforge::testing::max_parameter_difference(skipped.model, initial.model), 0.0);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/config_reader.h"
+#include "core/host_sync.h"
 #include "trainer/models/attention.h"
 
 namespace lmforge::trainer {
@@ -189,7 +190,11 @@ class DecoderForCausalLM : public CausalLMImpl {
   torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids,
                         const torch::Tensor& segments) override {
     auto pos = position_ids.defined() ? position_ids : default_positions(tokens);
-    auto in = attention_inputs(pos, allowed_attention(segments));
+    // Positions are below T, and up to rope_constant_length the frequencies do not depend on the
+    // largest one: it is read from the device only past that (dynamic/longrope on long rows).
+    const int64_t t = tokens.size(1);
+    int64_t length = t <= rope_constant_length(cfg_) ? t : read_to_host(pos.max()).item<int64_t>() + 1;
+    auto in = attention_inputs(pos, length, allowed_attention(segments));
     return head(model->forward(tokens, in));
   }
   KVCache make_cache(int64_t batch, int64_t capacity) const override {
@@ -206,7 +211,7 @@ class DecoderForCausalLM : public CausalLMImpl {
       return forward_cached(all, cache).narrow(1, past, t);
     }
     cache.tokens.narrow(1, past, t).copy_(tokens);
-    auto in = attention_inputs(positions_from(tokens, past), {});
+    auto in = attention_inputs(positions_from(tokens, past), total, {});
     auto logits = head(model->forward(tokens, in, &cache));
     cache.length = total;
     return logits;
@@ -219,9 +224,10 @@ class DecoderForCausalLM : public CausalLMImpl {
     auto logits = lm_head->forward(h);
     return cfg_.final_softcap > 0 ? torch::tanh(logits / cfg_.final_softcap) * cfg_.final_softcap : logits;
   }
-  // pos (B, T); allowed (B, 1, T, T) or undefined.
-  AttentionInputs attention_inputs(const torch::Tensor& pos, torch::Tensor allowed) const {
-    auto rope = fixed_rope_.inv_freq.defined() ? fixed_rope_ : rope_frequencies(cfg_, pos.max().item<int64_t>() + 1);
+  // pos (B, T), whose largest value is `length` - 1 (or any below rope_constant_length);
+  // allowed (B, 1, T, T) or undefined.
+  AttentionInputs attention_inputs(const torch::Tensor& pos, int64_t length, torch::Tensor allowed) const {
+    auto rope = fixed_rope_.inv_freq.defined() ? fixed_rope_ : rope_frequencies(cfg_, length);
     AttentionInputs in{rotary_angles(pos, rope), {}, allowed, {}};
     if (local_rope_.inv_freq.defined()) in.local_angles = rotary_angles(pos, local_rope_);
     if (cfg_.sliding_window > 0 && pos.size(1) > cfg_.sliding_window) {

@@ -42,6 +42,18 @@ struct TpRule {
   int64_t groups = 1;  // equal blocks split separately (gpt2's fused q/k/v: 3)
 };
 
+// How llama.cpp's GGUF spells a model of the family (trainer/models/gguf_export.h writes the file).
+struct GgufLayout {
+  std::string arch;                // general.architecture; the hparams' keys are "<arch>.<key>"
+  nlohmann::ordered_json hparams;  // key -> value: integers are written as uint32, floats as float32
+  std::vector<std::string> notes;  // what llama.cpp will do differently (printed as warnings)
+  // A parameter's GGUF tensor name; "" when it is not written (a tied head).
+  std::function<std::string(const std::string& name)> tensor_name;
+  // For Q/K projection rows (weights and biases) llama.cpp rotates as adjacent pairs: the heads to
+  // permute them over from HF's rotate-half layout (llama.cpp's converter does the same); 0: as is.
+  std::function<int64_t(const std::string& name)> rope_permute_heads = [](const std::string&) { return 0; };
+};
+
 struct Family {
   std::string arch;                         // model.arch
   std::vector<std::string> hf_model_types;  // config.json model_type values it reads
@@ -66,6 +78,9 @@ struct Family {
   std::function<bool(const std::string& name)> hf_transposed = [](const std::string&) { return false; };
   // The tp split of a replaceable layer, by its leaf name ("q_proj").
   std::function<TpRule(const std::string& leaf)> tp_rule;
+  // The GGUF form of a config; empty: llama.cpp has no architecture for the family. Throws
+  // InputError naming what the config has that llama.cpp's architecture cannot hold.
+  std::function<GgufLayout(const ModelConfig&)> gguf;
 };
 
 // The family of model.arch `arch`; InputError naming the known ones when none is.

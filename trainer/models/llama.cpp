@@ -2,6 +2,7 @@
 // reads and writes and everything it registers (family.h). Its modules are the shared decoder's (decoder.h).
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 #include "core/errors.h"
 #include "trainer/models/decoder.h"
@@ -72,6 +73,69 @@ void write_llama_config(const ModelConfig& c, const std::string& type, json& j) 
   }
 }
 
+// ------------------------------------------------------------------------------ GGUF
+
+// llama.cpp's names for the llama body: blk.N.attn_q ... as its converter writes them.
+std::string llama_gguf_tensor(const std::string& name, bool tied) {
+  static const std::vector<std::pair<std::string, std::string>> layer_parts = {
+      {"self_attn.q_proj.", "attn_q."},   {"self_attn.k_proj.", "attn_k."},   {"self_attn.v_proj.", "attn_v."},
+      {"self_attn.o_proj.", "attn_output."}, {"mlp.gate_proj.", "ffn_gate."}, {"mlp.up_proj.", "ffn_up."},
+      {"mlp.down_proj.", "ffn_down."},    {"input_layernorm.", "attn_norm."}, {"post_attention_layernorm.", "ffn_norm."}};
+  if (name == "model.embed_tokens.weight") return "token_embd.weight";
+  if (name == "model.norm.weight") return "output_norm.weight";
+  if (name == "lm_head.weight") return tied ? "" : "output.weight";
+  const std::string layers = "model.layers.";
+  if (name.compare(0, layers.size(), layers) == 0) {
+    size_t dot = name.find('.', layers.size());
+    std::string index = name.substr(layers.size(), dot - layers.size()), rest = name.substr(dot + 1);
+    for (const auto& [hf, gguf] : layer_parts)
+      if (rest.compare(0, hf.size(), hf) == 0) return "blk." + index + "." + gguf + rest.substr(hf.size());
+  }
+  throw std::logic_error("llama family: no GGUF name for parameter " + name);
+}
+
+// llama.cpp runs mistral as "llama" (interleaved RoPE: Q/K rows permuted) and qwen2 as "qwen2"
+// (NeoX RoPE, HF's layout as it is), the way its converter writes them.
+GgufLayout llama_gguf(const ModelConfig& c) {
+  std::string act = c.activation.empty() ? "silu" : c.activation;
+  if (act != "silu") throw InputError("hidden_act " + act + ": llama.cpp's llama and qwen2 architectures use silu");
+  if (c.rope.type != "default" && c.rope.type != "linear")
+    throw InputError("rope_scaling " + c.rope.type + ": not written to GGUF yet (default and linear are)");
+  std::string type = llama_model_type(c);
+  GgufLayout g;
+  g.arch = type == "qwen2" ? "qwen2" : "llama";
+  g.hparams = {{"context_length", c.max_seq_len},
+               {"embedding_length", c.hidden_size},
+               {"block_count", c.n_layers},
+               {"feed_forward_length", c.ffn_size()},
+               {"attention.head_count", c.n_heads},
+               {"attention.head_count_kv", c.kv_heads()},
+               {"attention.key_length", c.head_dim()},
+               {"attention.value_length", c.head_dim()},
+               {"rope.dimension_count", c.head_dim()},
+               {"rope.freq_base", c.rope_theta},
+               {"attention.layer_norm_rms_epsilon", c.norm_eps},
+               {"vocab_size", c.vocab_size}};
+  if (c.rope.type == "linear") {
+    g.hparams["rope.scaling.type"] = "linear";
+    g.hparams["rope.scaling.factor"] = c.rope.factor;
+  }
+  if (c.sliding_window > 0)
+    g.notes.push_back("llama.cpp's " + g.arch + " attends to the whole context, not a sliding window of " +
+                      std::to_string(c.sliding_window) + ": outputs agree up to that many tokens");
+  bool tied = c.tie_embeddings;
+  g.tensor_name = [tied](const std::string& name) { return llama_gguf_tensor(name, tied); };
+  if (g.arch == "llama") {
+    int64_t heads = c.n_heads, kv_heads = c.kv_heads();
+    g.rope_permute_heads = [heads, kv_heads](const std::string& name) -> int64_t {
+      if (name.find(".q_proj.") != std::string::npos) return heads;
+      if (name.find(".k_proj.") != std::string::npos) return kv_heads;
+      return 0;
+    };
+  }
+  return g;
+}
+
 }  // namespace
 
 const Family& llama_family() {
@@ -96,6 +160,7 @@ const Family& llama_family() {
         if (leaf == name) return {TpSplit::row, 1};
       return {};
     };
+    f.gguf = llama_gguf;
     return f;
   }();
   return family;

@@ -90,6 +90,12 @@ torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& t
   return F::cross_entropy(flat, targets.reshape({-1}), F::CrossEntropyFuncOptions().ignore_index(-100));
 }
 
+torch::Tensor causal_lm_loss_sum(const torch::Tensor& logits, const torch::Tensor& targets) {
+  auto flat = logits.reshape({-1, logits.size(-1)}).to(torch::kFloat);  // (B*T, V)
+  return F::cross_entropy(flat, targets.reshape({-1}),
+                          F::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+}
+
 static void init_weights(CausalLMImpl& model, const ModelConfig& c) {
   const Family& f = model.family();
   torch::NoGradGuard no_grad;

@@ -78,7 +78,8 @@ struct KVCache {
 // Every family implements this: token ids in, next-token logits out.
 class CausalLMImpl : public LayerHost {
  public:
-  // tokens (B, T) int64; position_ids (B, T) or undefined for 0..T-1; segments (B, T) document
+  // tokens (B, T) int64; position_ids (B, T), each below T (0.. restarting per document), or
+  // undefined for 0..T-1; segments (B, T) document
   // index per token, or undefined: with it, tokens attend only within their own document.
   // -> logits (B, T, V)
   virtual torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& position_ids = {},
@@ -104,7 +105,9 @@ using CausalLM = std::shared_ptr<CausalLMImpl>;
 // HF directory (trainer/models/hf_model.h).
 CausalLM build_model(const ModelConfig& cfg);
 
-// Mean next-token cross-entropy in fp32; targets equal to -100 are ignored.
+// Next-token cross-entropy in fp32; targets equal to -100 are ignored. The mean over the targets,
+// or their sum (0 when there are none): the trainer divides sums by the global batch's count.
 torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& targets);
+torch::Tensor causal_lm_loss_sum(const torch::Tensor& logits, const torch::Tensor& targets);
 
 }  // namespace lmforge::trainer

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "trainer/models/hf_config.h"
 #include "trainer/models/model.h"
@@ -78,6 +79,12 @@ RopeFrequencies longrope(const ModelConfig& c, const RopeScaling& r, int64_t len
 }  // namespace
 
 bool rope_varies_with_length(const ModelConfig& c) { return c.rope.type == "dynamic" || c.rope.type == "longrope"; }
+
+int64_t rope_constant_length(const ModelConfig& c) {
+  if (c.rope.type == "dynamic") return c.max_seq_len;
+  if (c.rope.type == "longrope") return c.rope.original_max_positions;
+  return std::numeric_limits<int64_t>::max();
+}
 
 RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t length) {
   const RopeScaling& r = c.rope;

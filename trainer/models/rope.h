@@ -38,6 +38,9 @@ struct RopeFrequencies {
 // keeps keys rotated by the older frequencies instead).
 RopeFrequencies rope_frequencies(const ModelConfig& cfg, int64_t length);
 bool rope_varies_with_length(const ModelConfig& cfg);
+// The largest `length` up to which rope_frequencies(cfg, length) is the same as for length 1
+// (dynamic: max_seq_len; longrope: the original context; the others: every length).
+int64_t rope_constant_length(const ModelConfig& cfg);
 // Plain RoPE over `dim` dimensions with base `theta`, no scaling (gemma3's sliding layers).
 RopeFrequencies default_rope(int64_t dim, double theta);
 
