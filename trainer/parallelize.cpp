@@ -48,11 +48,15 @@ torch::Tensor TensorParallel::shard(const std::string& name, const torch::Tensor
 void TensorParallel::average_replicated_gradients(torch::nn::Module& model) const {
   if (tp_.size() == 1) return;
   std::vector<torch::Tensor> grads;
-  for (const auto& item : model.named_parameters())
-    if (!spec_of(item.key()) && item.value().grad().defined()) grads.push_back(item.value().grad());
+  std::vector<double> weights;  // the average of weight x gradient: tp.size() for summed ones
+  for (const auto& item : model.named_parameters()) {
+    if (spec_of(item.key()) || !item.value().grad().defined()) continue;
+    grads.push_back(item.value().grad());
+    weights.push_back(head_summed.count(item.key()) ? static_cast<double>(tp_.size()) : 1.0);
+  }
   if (grads.empty()) return;
   std::vector<torch::Tensor> flat;
-  for (const auto& g : grads) flat.push_back(g.reshape({-1}));
+  for (size_t i = 0; i < grads.size(); ++i) flat.push_back(weights[i] == 1.0 ? grads[i].reshape({-1}) : grads[i].reshape({-1}) * weights[i]);
   auto buffer = torch::cat(flat);
   tp_.allreduce(buffer, parallel::ReduceOp::avg);
   int64_t offset = 0;
@@ -157,6 +161,12 @@ std::shared_ptr<TensorParallel> parallelize(CausalLMImpl& model, parallel::Grid&
   }
   if (!tied_head.empty())
     replace_layer(model, tied_head, std::make_shared<VocabParallelTiedHeadImpl>(embedding->weight, tp));
+  for (const auto& item : model.named_parameters()) {  // "model.layers.0.self_attn.q_norm.weight": leaf q_norm
+    const std::string& name = item.key();
+    const std::string module = name.substr(0, name.rfind('.') == std::string::npos ? 0 : name.rfind('.'));
+    const std::string leaf = module.substr(module.rfind('.') + 1);  // npos + 1: the whole name
+    if (!plan->spec_of(name) && model.family().tp_rule(leaf).split == TpSplit::heads) plan->head_summed.insert(name);
+  }
   return plan;
 }
 
@@ -172,6 +182,13 @@ std::vector<std::pair<std::string, std::string>> tp_layout_errors(const ModelCon
   check("n_kv_heads", "key/value heads", m.kv_heads());
   check("intermediate_size", "MLP width", m.ffn_size());
   check("vocab_size", "vocabulary rows", m.vocab_size);
+  // A fused qkv_proj splits as three equal blocks: q, k and v must be as wide.
+  bool fused = false;  // an unknown arch is the arch key's error, reported elsewhere
+  for (const Family* f : families()) fused = fused || (f->arch == m.arch && f->decoder.fused_projections);
+  if (fused && m.kv_heads() != m.n_heads)
+    errors.emplace_back("n_kv_heads", "model.n_kv_heads " + std::to_string(m.kv_heads()) + " with n_heads " +
+                                          std::to_string(m.n_heads) + ": a fused qkv_proj with grouped-query attention "
+                                          "does not split under parallel.tp yet (n_kv_heads = n_heads does)");
   return errors;
 }
 

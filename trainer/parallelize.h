@@ -7,6 +7,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,7 +35,8 @@ class TensorParallel {
   NamedTensors full_parameters(torch::nn::Module& model) const;
   // This rank's shard of the full tensor `full` named `name` (a replicated one: `full`).
   torch::Tensor shard(const std::string& name, const torch::Tensor& full) const;
-  // Averages replicated parameters' gradients over tp, so the ranks' copies never drift apart.
+  // Averages replicated parameters' gradients over tp, so the ranks' copies never drift apart;
+  // those in `head_summed` are summed instead (each rank's gradient covers its own heads only).
   void average_replicated_gradients(torch::nn::Module& model) const;
   // Global L2 gradient norm (shards summed over tp, replicated parameters counted once), clipped
   // to max_norm when max_norm > 0, as clip_grad_norm is for one device.
@@ -43,6 +45,7 @@ class TensorParallel {
   double clip_grad_norm(torch::nn::Module& model, double max_norm) const;
 
   std::map<std::string, parallel::ShardSpec> shards;
+  std::set<std::string> head_summed;  // replicated parameters applied per head (TpSplit::heads)
 
  private:
   parallel::Comm& tp_;

@@ -22,7 +22,8 @@ expect_exit() {
 }
 
 for model in llama_gqa llama_tied_v5 qwen2_sharded_bf16 gpt2 gpt2_noprefix_f16 mistral_window qwen2_window_layers \
-  llama_yarn llama_dynamic llama_longrope; do
+  llama_yarn llama_dynamic llama_longrope qwen3_gqa qwen3_tied_bf16 phi3_longrope phi3_partial_bf16 gemma2_bf16 \
+  gemma3_text; do
   dir="$fixtures/$model"
   ids=$(python3 -c "import json;print(','.join(map(str,json.load(open('$dir/reference.json'))['score']['ids'])))")
   prompt=$(python3 -c "import json;print(','.join(map(str,json.load(open('$dir/reference.json'))['greedy']['prompt_ids'])))")
@@ -103,6 +104,24 @@ expect_exit 2 "unigram/tokenizer.json: a Unigram tokenizer is not supported (BPE
   "$bin" score --model "$tmp/unigram" --text "hi"
 expect_exit 2 "needs 41 positions; the model has 32 learned positions" "$bin" generate --model "$fixtures/gpt2" --prompt-ids 1 --max-new-tokens 40
 expect_exit 2 "neither an HF model directory" "$bin" score --model "$tmp" --ids 1,2
+
+# config.json keys whose math the family lacks: exit 2 naming the key, never a silently different model.
+damage_config() {  # damage_config FIXTURE NAME PYTHON-EXPRESSION-ON-c: a copy whose config.json the expression edits
+  rm -rf "$tmp/$2"
+  cp -r "$fixtures/$1" "$tmp/$2"
+  python3 -c "import json, sys; c = json.load(open(sys.argv[1])); $3; json.dump(c, open(sys.argv[1], 'w'))" "$tmp/$2/config.json"
+}
+damage_config qwen3_gqa qwen3_capped 'c["attn_logit_softcapping"] = 30.0'
+expect_exit 2 "config.json: attn_logit_softcapping: 30.0 is not supported for model_type qwen3" \
+  "$bin" score --model "$tmp/qwen3_capped" --ids 1,2
+damage_config phi3_longrope phi3_biased 'c["attention_bias"] = True'
+expect_exit 2 "config.json: attention_bias: true is not supported for model_type phi3" \
+  "$bin" generate --model "$tmp/phi3_biased" --prompt-ids 1 --max-new-tokens 1
+damage_config gemma3_text gemma3_v5rope 'c["rope_parameters"] = {"sliding_attention": {"rope_type": "yarn", "factor": 2}}'
+expect_exit 2 "config.json: rope_parameters.sliding_attention: rope type 'yarn' is not supported" \
+  "$bin" score --model "$tmp/gemma3_v5rope" --ids 1,2
+damage_config gemma2_bf16 gemma2_gelu 'c["hidden_activation"] = "gelu"'
+expect_exit 2 "config.json: hidden_activation: 'gelu' is not supported" "$bin" score --model "$tmp/gemma2_gelu" --ids 1,2
 
 # Corrupt safetensors files: each a clear error naming the file, exit 2.
 corrupt() {  # corrupt NAME PYTHON-BODY: a copy of llama_gqa whose model.safetensors the body rewrites

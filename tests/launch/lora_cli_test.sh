@@ -138,6 +138,29 @@ b=$("$bin" eval --model "$lora/export" --out "$tmp/eval_b" "$tmp/suite.yaml" | b
 $py -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); assert abs(a-b)<=1e-4*b, (a,b)" "$a" "$b" ||
   fail "eval --adapter ($a) and the merged export ($b) differ"
 
+# The decoder families through the CLI: a LoRA run with PEFT's default targets (peft.targets: [])
+# exports an adapter named as the hub's modules are (phi3: the fused qkv_proj), which score
+# --adapter loads onto the run's saved base.
+for arch in qwen3 phi3 gemma2 gemma3; do
+  run=$(train "family_$arch" lora_tiny.yaml --set model.arch=$arch --set train.max_steps=2 --set 'peft.targets=[]')
+  "$bin" export "$run" --format peft --out "$tmp/peft_$arch" >/dev/null 2>"$tmp/e_$arch" ||
+    fail "export peft of $arch: $(cat "$tmp/e_$arch")"
+  want=$([ "$arch" = phi3 ] && echo '["qkv_proj"]' || echo '["q_proj", "v_proj"]')
+  $py - "$tmp/peft_$arch" "$want" <<'EOF' || fail "$arch: the adapter's module names"
+import json, struct, sys
+adapter, want = sys.argv[1], json.loads(sys.argv[2])
+cfg = json.load(open(adapter + "/adapter_config.json"))
+assert sorted(cfg["target_modules"]) == want, cfg["target_modules"]
+blob = open(adapter + "/adapter_model.safetensors", "rb").read()
+names = set(json.loads(blob[8:8 + struct.unpack("<Q", blob[:8])[0]])) - {"__metadata__"}
+for module in want:
+    for part in ("lora_A", "lora_B"):
+        assert "base_model.model.model.layers.0.self_attn.%s.%s.weight" % (module, part) in names, (module, sorted(names)[:4])
+EOF
+  "$bin" score --model "$run/base" --adapter "$tmp/peft_$arch" --ids 84,104,101 >/dev/null 2>&1 ||
+    fail "$arch: score --adapter on the run's base"
+done
+
 # peft.from: training continues from an exported adapter (its config decides r, alpha, targets).
 cont=$(train cont tiny.yaml --set train.max_steps=1 --set peft.from="$tmp/peft")
 grep -q "peft lora" "$tmp/cont.err" || fail "peft.from run did not report its adapters"

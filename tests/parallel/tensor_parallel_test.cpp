@@ -13,6 +13,7 @@
 #include "parallel/tensor_parallel.h"
 #include "tests/parallel/mpi_world.h"
 #include "trainer/generate.h"
+#include "trainer/models/hf_model.h"
 #include "trainer/parallelize.h"
 #include "trainer/peft/adapter_dir.h"
 #include "trainer/peft/apply.h"
@@ -131,6 +132,16 @@ trainer::ModelConfig gpt2_tied() {
   return mc;
 }
 
+// A hub-layout fixture's architecture (tests/fixtures/hf), randomly initialised: the families
+// whose config.json alone says what they are (qwen3's head_dim, phi3's fused projections and
+// longrope, gemma's caps, windows and local RoPE).
+trainer::ModelConfig fixture_arch(const std::string& name) {
+  auto mc = trainer::read_hf_config(std::string(LMFORGE_SOURCE_DIR) + "/tests/fixtures/hf/" + name);
+  mc.from.clear();
+  return mc;
+}
+const std::vector<std::string> kFamilyFixtures = {"qwen3_gqa", "phi3_longrope", "gemma2_bf16", "gemma3_text"};
+
 // tp = 2 against the same model on one device: logits, loss and every gradient.
 void expect_matches_single_device(const trainer::ModelConfig& mc) {
   auto& tp = grid().tp();
@@ -154,6 +165,8 @@ void expect_matches_single_device(const trainer::ModelConfig& mc) {
   EXPECT_LT((gathered - ref_logits.detach()).abs().max().item<double>(), 1e-5);
   // Gradients: sums over heads, ffn and vocab split across ranks, reassociated; 1e-5 absolute plus
   // 1e-4 relative is ~100x that rounding and far below a missing reduction (which halves a gradient).
+  // Replicated ones as the strategy leaves them: averaged over tp, per-head ones (q_norm) summed.
+  plan->average_replicated_gradients(*model);
   auto ref_params = reference->named_parameters();
   for (const auto& item : model->named_parameters()) {
     auto expected = plan->shard(item.key(), ref_params[item.key()].grad());
@@ -166,6 +179,21 @@ void expect_matches_single_device(const trainer::ModelConfig& mc) {
 TEST(TensorParallelModel, LlamaWithGroupedQueryAttentionMatchesOneDevice) { expect_matches_single_device(llama_gqa()); }
 
 TEST(TensorParallelModel, Gpt2WithTiedEmbeddingsMatchesOneDevice) { expect_matches_single_device(gpt2_tied()); }
+
+TEST(TensorParallelModel, NewFamiliesMatchOneDevice) {
+  for (const auto& name : kFamilyFixtures) {
+    SCOPED_TRACE(name);
+    expect_matches_single_device(fixture_arch(name));
+  }
+}
+
+TEST(TensorParallelModel, AFusedQkvWithGroupedQueryAttentionIsRefused) {
+  auto errors = trainer::tp_layout_errors(fixture_arch("phi3_partial_bf16"), kTp);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].first, "n_kv_heads");
+  EXPECT_NE(errors[0].second.find("a fused qkv_proj with grouped-query attention"), std::string::npos) << errors[0].second;
+  EXPECT_TRUE(trainer::tp_layout_errors(fixture_arch("phi3_longrope"), kTp).empty());
+}
 
 TEST(TensorParallelModel, ALayerThatDoesNotDivideIsRefusedNamingIt) {
   auto mc = llama_gqa();
@@ -330,6 +358,13 @@ TEST(TensorParallelLora, Gpt2WithFusedQkvMatchesOneDevice) {
   expect_lora_matches_single_device(gpt2_tied(), lora_config(false));
 }
 
+TEST(TensorParallelLora, NewFamiliesMatchOneDevice) {  // phi3: LoRA on the fused qkv_proj and gate_up_proj
+  for (const auto& name : kFamilyFixtures) {
+    SCOPED_TRACE(name);
+    expect_lora_matches_single_device(fixture_arch(name), lora_config(!fixture_arch(name).tie_embeddings));
+  }
+}
+
 TEST(TensorParallelLora, AdaptersFollowTheirBaseLayersSharding) {
   auto model = adapted_model(llama_gqa(), lora_config(false));
   auto plan = trainer::parallelize(*model, grid());
@@ -432,7 +467,9 @@ TEST(TensorParallelLora, TrainingChangesOnlyAdaptersAndExportsWhatOneProcessDoes
 // of the kv heads), on a tp-split model seen through InferenceView, against the same model on one
 // device; the prompt's ids include some above V/2, which only rank 1's embedding rows hold.
 TEST(TensorParallelInference, ScoresAndGreedyIdsEqualOneDevice) {
-  for (const auto& mc : {llama_gqa(), gpt2_tied()}) {
+  std::vector<trainer::ModelConfig> configs = {llama_gqa(), gpt2_tied()};
+  for (const auto& name : kFamilyFixtures) configs.push_back(fixture_arch(name));
+  for (const auto& mc : configs) {
     torch::manual_seed(11);
     auto reference = trainer::build_model(mc);
     torch::manual_seed(11);

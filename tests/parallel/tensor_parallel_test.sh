@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tests/parallel/tensor_parallel_test.sh -- lmforge train under real mpirun with tensor
-# parallelism: tp=2 (-np 2) and dp=2 x tp=2 (-np 4) against one process with the same global
-# batch; a tp=2 checkpoint resumed by one process; LoRA at tp=2 (losses, checkpoint, PEFT export
-# used by one process) with eval suites during training (the same results as tp=1); layouts that
-# do not divide exit 2.
+# parallelism: tp=2 (-np 2; llama, qwen3, phi3, gemma2) and dp=2 x tp=2 (-np 4) against one
+# process with the same global batch; a tp=2 checkpoint resumed by one process; LoRA at tp=2
+# (losses, checkpoint, PEFT export used by one process) with eval suites during training (the same
+# results as tp=1); layouts that do not divide exit 2.
 # Usage: tensor_parallel_test.sh PATH/TO/lmforge "MPIRUN AND ITS FLAGS"   (from the source root)
 source "$(dirname "$0")/cli_common.sh" "$@"
 run_dir() { ls -d "$1"/tiny/*/ 2>/dev/null | head -1; }
@@ -37,6 +37,21 @@ python3 tests/tools/compare_safetensors.py "$single/export/model.safetensors" "$
   >"$work/out" 2>&1 && cmp -s "$single/export/config.json" "$tp2/export/config.json" \
   && ok "tp=2 HF export looks like the tp=1 one" || not_ok "tp=2 export differs"
 grep -q '"tp": 2' "$tp2/meta.json" && ok "meta.json records tp" || { cp "$tp2/meta.json" "$work/out"; not_ok "meta tp"; }
+
+# The decoder families: qwen3 (per-head q/k norms), phi3 (fused qkv_proj and gate_up_proj; 4 kv
+# heads, as a fused qkv splits only then) and gemma2 (scaled embeddings, (1 + w) sandwich norms,
+# GeGLU): tp=2 losses against one process, as for llama. Adam hides a gradient's scale, so the
+# per-head norms' summed gradients are proven by TensorParallelModel.NewFamiliesMatchOneDevice.
+for arch in qwen3 phi3 gemma2; do
+  extra=(--set model.arch=$arch)
+  [ "$arch" = phi3 ] && extra+=(--set model.n_kv_heads=4)
+  "$LMFORGE" train configs/tiny.yaml "${common[@]}" "${extra[@]}" --set "run.output_dir=$work/${arch}_1" >"$work/out" 2>&1 \
+    || not_ok "$arch single-process run"
+  timeout 300 "${MPIRUN[@]}" -np 2 "$LMFORGE" train configs/tiny.yaml "${common[@]}" "${extra[@]}" --set parallel.tp=2 \
+    --set "run.output_dir=$work/${arch}_2" >"$work/out" 2>&1 || not_ok "$arch tp=2 run"
+  agree <(losses "$(run_dir "$work/${arch}_1")") <(losses "$(run_dir "$work/${arch}_2")") 20 \
+    && ok "$arch: tp=2 losses match the single process within 1e-3 relative" || not_ok "$arch: tp=2 losses differ"
+done
 
 # dp=2 x tp=2 on 4 ranks: one micro-step of 16 on each of 2 dp ranks = the same global batch.
 timeout 300 "${MPIRUN[@]}" -np 4 "$LMFORGE" train configs/tiny.yaml "${common[@]}" --set parallel.tp=2 \

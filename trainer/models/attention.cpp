@@ -17,19 +17,26 @@ torch::Tensor positions_from(const torch::Tensor& tokens, int64_t offset) {
   return t.unsqueeze(0).expand({tokens.size(0), tokens.size(1)});  // (B, T)
 }
 
-torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                      const torch::Tensor& allowed) {
-#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
-  if (allowed.defined()) return at::scaled_dot_product_attention(q, k, v, allowed, 0.0, /*is_causal=*/false);
-  return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
-#else
-  int64_t t = q.size(2);
+// q k^T / sqrt(D), soft-capped when softcap > 0: (B, H, T, D) x (B, H, L, D) -> (B, H, T, L)
+static torch::Tensor attention_scores(const torch::Tensor& q, const torch::Tensor& k, double softcap) {
   auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(q.size(-1)));
+  return softcap > 0 ? torch::tanh(scores / softcap) * softcap : scores;
+}
+
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& allowed, double softcap) {
+#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
+  if (softcap <= 0) {  // the fused kernel has no soft-capping
+    if (allowed.defined()) return at::scaled_dot_product_attention(q, k, v, allowed, 0.0, /*is_causal=*/false);
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+  }
+#endif
+  int64_t t = q.size(2);
+  auto scores = attention_scores(q, k, softcap);
   auto hidden = allowed.defined() ? allowed.logical_not()
                                   : torch::ones({t, t}, torch::dtype(torch::kBool).device(q.device())).triu(1);
   scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
   return torch::matmul(torch::softmax(scores, -1).to(v.dtype()), v);  // (B, H, T, D)
-#endif
 }
 
 torch::Tensor visible_keys(int64_t t, int64_t past, int64_t window, const torch::Device& device) {
@@ -40,7 +47,7 @@ torch::Tensor visible_keys(int64_t t, int64_t past, int64_t window, const torch:
 }
 
 torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                      KVCache& cache, size_t layer, int64_t window) {
+                               KVCache& cache, size_t layer, int64_t window, double softcap) {
   int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3), hkv = k.size(1);
   int64_t past = cache.length, total = past + t;
   TORCH_CHECK(total <= cache.capacity, "KV cache holds ", cache.capacity, " positions; ", total, " needed");
@@ -53,7 +60,7 @@ torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tensor& k, c
   auto keys = cache.keys[layer].narrow(2, 0, total);      // (B, Hkv, L, D)
   auto values = cache.values[layer].narrow(2, 0, total);  // (B, Hkv, L, D)
   auto qg = q.reshape({b, hkv, (h / hkv) * t, d});         // (B, Hkv, G*T, D): q head = kv head * G + g
-  auto scores = torch::matmul(qg, keys.transpose(-2, -1)) / std::sqrt(static_cast<double>(d));  // (B, Hkv, G*T, L)
+  auto scores = attention_scores(qg, keys, softcap);        // (B, Hkv, G*T, L)
   if (t > 1 || (window > 0 && total > window)) {
     auto hidden = visible_keys(t, past, window, q.device()).logical_not();  // (T, L)
     scores = scores.view({b, hkv, h / hkv, t, total})

@@ -12,8 +12,9 @@ namespace lmforge::trainer {
 
 // Causal attention over (B, H, T, D) with k/v already expanded to H heads. `allowed` (B, 1, T, T)
 // bool, when defined, replaces the causal mask (packed documents that must not see each other).
+// softcap > 0 turns the scores s into softcap * tanh(s / softcap) before the mask (gemma2).
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                               const torch::Tensor& allowed = {});
+                               const torch::Tensor& allowed = {}, double softcap = 0);
 
 // (T, L) bool: query i, at position past + i, sees key j when j <= past + i and, with a window,
 // past + i - j < window.
@@ -28,7 +29,7 @@ torch::Tensor allowed_attention(const torch::Tensor& segments);
 // within `window` of it, when positive). Grouped heads are matched by reshaping q, so cached
 // keys are never expanded. -> (B, H, T, D)
 torch::Tensor cached_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                               KVCache& cache, size_t layer, int64_t window = 0);
+                               KVCache& cache, size_t layer, int64_t window = 0, double softcap = 0);
 
 // An empty cache of `layers` layers for `batch` sequences of up to `capacity` positions.
 KVCache empty_cache(const torch::nn::Module& model, int64_t layers, int64_t batch, int64_t capacity);

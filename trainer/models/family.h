@@ -1,6 +1,6 @@
 // trainer/models/family.h -- what a model family registers about itself, and the registry: arch
 // names, HF model_types and config.json reading/writing, tensor names, tp plan, LoRA defaults.
-// Each family lives in one file (llama.cpp, gpt2.cpp); registry.cpp lists them, one line each.
+// Each family lives in one file (llama.cpp, qwen3.cpp, gpt2.cpp, ...); registry.cpp lists them, one line each.
 #pragma once
 
 #include <cstdint>
@@ -19,11 +19,23 @@ namespace lmforge::trainer {
 
 class HfConfigJson;
 
+// What sets a RoPE decoder family's modules apart from llama's (trainer/models/decoder.h); llama's
+// is all false. The variants a config.json chooses within a family are ModelConfig's.
+struct DecoderShape {
+  bool qk_norm = false;            // RMSNorm over each query and key head before RoPE (q_norm, k_norm)
+  bool fused_projections = false;  // one qkv_proj and one gate_up_proj (gate first) instead of five linears
+  bool norm_plus_one = false;      // RMSNorm scales by (1 + weight), so a norm's weight starts at 0
+  bool sandwich_norms = false;     // norms after attention and the MLP as well as before them
+  bool embed_scale = false;        // token embeddings multiplied by sqrt(hidden_size)
+};
+
 // How a layer splits under tensor parallelism (trainer/parallelize.h applies it).
 enum class TpSplit {
   none,    // not a linear tp splits: replicated (or refused, for a linear)
   column,  // output features split: weight rows, bias
   row,     // input features split: weight columns; the bias stays whole
+  heads,   // not a linear: replicated, but applied to each head apart (q_norm), so a rank's gradient
+           // covers its own heads only and the ranks' gradients are summed
 };
 struct TpRule {
   TpSplit split = TpSplit::none;
@@ -51,6 +63,7 @@ struct Family {
   std::vector<std::string> norm_markers;    // a parameter name containing one of these is a norm's
   bool learned_positions = false;           // max_seq_len is a weight's size, not only a limit
   bool hf_conv1d = false;                   // HF stores its linears as Conv1D (in, out): PEFT's fan_in_fan_out
+  DecoderShape decoder;                     // the RoPE decoder's modules (decoder.h); unused by gpt2
 
   std::function<CausalLM(const ModelConfig&)> build;  // the modules, uninitialised
   std::function<int64_t(int64_t hidden)> default_ffn_size;  // intermediate_size when unset

@@ -16,6 +16,7 @@ class HfConfigJson {
  public:
   HfConfigJson(nlohmann::json j, std::string file) : j_(std::move(j)), file_(std::move(file)) {}
   bool has(const std::string& key) const { return j_.contains(key) && !j_[key].is_null(); }
+  bool present(const std::string& key) const { return j_.contains(key); }  // given, null included
   InputError error(const std::string& key, const std::string& what) const {
     return InputError(file_ + ": " + key + ": " + what);
   }
@@ -26,6 +27,12 @@ class HfConfigJson {
   std::string string(const std::string& key, const std::string& fallback) const;
   std::vector<int64_t> ids(const std::string& key) const;  // an int, a list of ints, or null
   const nlohmann::json& raw(const std::string& key) const { return j_[key]; }
+  // The same file with `key` set to `value` (a nested object read as the top level's keys).
+  HfConfigJson with(const std::string& key, nlohmann::json value) const {
+    HfConfigJson copy = *this;
+    copy.j_[key] = std::move(value);
+    return copy;
+  }
 
  private:
   nlohmann::json j_;

@@ -77,11 +77,14 @@ torch::Tensor activate(const std::string& name, const torch::Tensor& x) {
   return torch::gelu(x, "tanh");  // GPT-2's "gelu_new" is the tanh approximation
 }
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps(eps) { weight = register_parameter("weight", torch::ones({dim})); }
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps, bool plus_one) : eps(eps), plus_one(plus_one) {
+  weight = register_parameter("weight", plus_one ? torch::zeros({dim}) : torch::ones({dim}));
+}
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   auto xf = x.to(torch::kFloat);
   auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  if (plus_one) return (normed * (1 + weight.to(torch::kFloat))).to(x.dtype());
   return weight * normed.to(x.dtype());
 }
 

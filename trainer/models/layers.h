@@ -76,12 +76,14 @@ Layer make_head(int64_t hidden, int64_t vocab, bool tied, const Layer& embedding
 // relu | gelu | silu | gelu_new (the tanh approximation, GPT-2's default).
 torch::Tensor activate(const std::string& name, const torch::Tensor& x);
 
-// y = w * x / rms(x), normalised in fp32. Parameter: weight (C).
+// y = w * x / rms(x), normalised in fp32; with plus_one, y = (1 + w) * x / rms(x) scaled in fp32
+// (gemma's norms). Parameter: weight (C).
 struct RMSNormImpl : torch::nn::Module {
-  RMSNormImpl(int64_t dim, double eps);
+  RMSNormImpl(int64_t dim, double eps, bool plus_one = false);
   torch::Tensor forward(const torch::Tensor& x);  // (..., C)
   torch::Tensor weight;
   double eps;
+  bool plus_one;
 };
 TORCH_MODULE(RMSNorm);
 

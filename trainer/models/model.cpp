@@ -108,7 +108,7 @@ static void init_weights(CausalLMImpl& model, const ModelConfig& c) {
     bool is_residual = std::any_of(f.residual_projections.begin(), f.residual_projections.end(),
                                    [&](const std::string& leaf) { return ends_with(name, leaf + ".weight"); });
     if (is_norm && ends_with(name, ".weight")) {
-      p.fill_(1.0);
+      p.fill_(f.decoder.norm_plus_one ? 0.0 : 1.0);  // a scale of 1 either way
     } else if (ends_with(name, ".bias")) {
       p.zero_();
     } else if (is_residual) {

@@ -36,7 +36,7 @@ struct ModelConfig {
   bool tie_embeddings = false;     // lm_head shares the token embedding
   double init_std = 0.02;          // GPT-2 init; residual projections scaled by 1/sqrt(2 n_layers)
 
-  // Set only from an HF config.json (not YAML keys): the variants the llama family spans.
+  // Set only from an HF config.json (not YAML keys): the variants the RoPE decoder families span.
   int64_t head_size = 0;           // 0: hidden_size / n_heads; HF `head_dim` when it differs
   bool qkv_bias = false;           // q/k/v projections have biases (qwen2, llama attention_bias)
   bool o_bias = false;             // o_proj has a bias (llama attention_bias)
@@ -47,11 +47,19 @@ struct ModelConfig {
                                                // positions back; 0: no window
   std::vector<std::string> layer_types;        // HF layer_types: "sliding_attention" | "full_attention" per
                                                // layer; empty: every layer uses sliding_window
+  double partial_rotary = 1.0;                 // the share of each head's dimensions RoPE rotates (phi3's
+                                               // partial_rotary_factor); the rest pass through unrotated
+  double rope_local_theta = 0;                 // gemma3: sliding layers' RoPE base, unscaled; 0: rope_theta
+  double query_scale = 0;                      // attention scores scale by query_scale^-1/2 (gemma's
+                                               // query_pre_attn_scalar); 0: head_dim, as everywhere else
+  double attn_softcap = 0;                     // gemma2: scores become cap * tanh(scores / cap); 0: none
+  double final_softcap = 0;                    // gemma2: the same on the logits; 0: none
   int64_t bos_token_id = -1;                   // -1: none; carried into a saved config.json
   std::vector<int64_t> eos_token_ids;          // generation stops on any of these
 
   int64_t kv_heads() const { return n_kv_heads > 0 ? n_kv_heads : n_heads; }
   int64_t head_dim() const { return head_size > 0 ? head_size : hidden_size / n_heads; }
+  int64_t rotary_dim() const { return static_cast<int64_t>(static_cast<double>(head_dim()) * partial_rotary); }
   int64_t ffn_size() const;
 };
 void read_model_config(config::Section& s, ModelConfig& c);

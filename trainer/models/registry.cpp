@@ -8,7 +8,7 @@ namespace lmforge::trainer {
 
 // Adding a family: write trainer/models/<name>.cpp defining `const Family& <name>_family()`, and
 // add its name here.
-#define LMFORGE_MODEL_FAMILIES(X) X(llama) X(gpt2)
+#define LMFORGE_MODEL_FAMILIES(X) X(llama) X(gpt2) X(qwen3) X(phi3) X(gemma2) X(gemma3)
 
 #define LMFORGE_DECLARE_FAMILY(name) const Family& name##_family();
 LMFORGE_MODEL_FAMILIES(LMFORGE_DECLARE_FAMILY)

@@ -42,7 +42,7 @@ torch::Tensor llama3_inv_freq(const torch::Tensor& inv_freq, const RopeScaling& 
 // interpolated (divided by factor), those turning more than beta_fast times are kept, with a
 // linear ramp between; cos and sin are scaled by 0.1 ln(factor) + 1 unless given.
 RopeFrequencies yarn(const ModelConfig& c, const RopeScaling& r) {
-  int64_t d = c.head_dim();
+  int64_t d = c.rotary_dim();
   double base = c.rope_theta, original = static_cast<double>(r.original_max_positions);
   auto dim_of = [&](double rotations) {  // the dimension index that turns `rotations` times
     return d * std::log(original / (rotations * 2 * kPi)) / (2 * std::log(base));
@@ -67,7 +67,7 @@ RopeFrequencies yarn(const ModelConfig& c, const RopeScaling& r) {
 // LongRoPE: per-dimension divisors, the long set once the sequence outgrows the original context.
 RopeFrequencies longrope(const ModelConfig& c, const RopeScaling& r, int64_t length) {
   const auto& divisors = length > r.original_max_positions ? r.long_factor : r.short_factor;
-  auto inv_freq = default_inv_freq(c.head_dim(), c.rope_theta).to(torch::kDouble) /
+  auto inv_freq = default_inv_freq(c.rotary_dim(), c.rope_theta).to(torch::kDouble) /
                   torch::tensor(divisors, torch::kDouble);
   double attention = r.attention_factor;
   if (attention <= 0)
@@ -88,7 +88,7 @@ int64_t rope_constant_length(const ModelConfig& c) {
 
 RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t length) {
   const RopeScaling& r = c.rope;
-  int64_t d = c.head_dim();
+  int64_t d = c.rotary_dim();
   auto inv_freq = default_inv_freq(d, c.rope_theta);  // (D/2)
   if (r.type == "linear") return {inv_freq / r.factor, 1.0};
   if (r.type == "llama3") return {llama3_inv_freq(inv_freq, r).to(torch::kFloat), 1.0};
@@ -109,8 +109,15 @@ RotaryAngles rotary_angles(const torch::Tensor& position_ids, const RopeFrequenc
 }
 
 torch::Tensor rotate(const torch::Tensor& x, const RotaryAngles& a) {  // x (B, H, T, D)
+  int64_t r = a.cos.size(-1);
+  if (r < x.size(-1)) {  // partial rotary: the first r dimensions turn, the rest pass through
+    auto turned = rotate(x.narrow(-1, 0, r), a);
+    return torch::cat({turned, x.narrow(-1, r, x.size(-1) - r)}, -1);
+  }
   return x * a.cos.to(x.dtype()) + rotate_half(x) * a.sin.to(x.dtype());
 }
+
+RopeFrequencies default_rope(int64_t dim, double theta) { return {default_inv_freq(dim, theta), 1.0}; }
 
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, double theta) {
   return rotate(x, rotary_angles(position_ids, {default_inv_freq(x.size(-1), theta), 1.0}));
@@ -178,11 +185,12 @@ void read_hf_rope(const HfConfigJson& j, ModelConfig& c) {
   if (type == "longrope") {
     for (auto [key, out] : {std::pair{"short_factor", &r.short_factor}, std::pair{"long_factor", &r.long_factor}}) {
       const json& v = given(key) ? scaling[key] : json();
-      bool ok = v.is_array() && static_cast<int64_t>(v.size()) == c.head_dim() / 2;
+      bool ok = v.is_array() && static_cast<int64_t>(v.size()) == c.rotary_dim() / 2;
       for (const json& x : v.is_array() ? v : json::array()) ok = ok && x.is_number() && x.get<double>() > 0;
       if (!ok)
-        throw j.error(where + "." + key, "expected a list of " + std::to_string(c.head_dim() / 2) +
-                                             " positive numbers (head_dim / 2), got " + (v.is_null() ? "none" : v.dump()));
+        throw j.error(where + "." + key, "expected a list of " + std::to_string(c.rotary_dim() / 2) +
+                                             (c.rotary_dim() == c.head_dim() ? " positive numbers (head_dim / 2), got "
+                                                                             : " positive numbers (rotated dimensions / 2), got ") + (v.is_null() ? "none" : v.dump()));
       for (const json& x : v) out->push_back(x.get<double>());
     }
   }

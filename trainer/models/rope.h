@@ -41,13 +41,16 @@ bool rope_varies_with_length(const ModelConfig& cfg);
 // The largest `length` up to which rope_frequencies(cfg, length) is the same as for length 1
 // (dynamic: max_seq_len; longrope: the original context; the others: every length).
 int64_t rope_constant_length(const ModelConfig& cfg);
+// Plain RoPE over `dim` dimensions with base `theta`, no scaling (gemma3's sliding layers).
+RopeFrequencies default_rope(int64_t dim, double theta);
 
 // cos and sin (B, 1, T, D) of positions (B, T), scaled by the attention factor.
 struct RotaryAngles {
   torch::Tensor cos, sin;
 };
 RotaryAngles rotary_angles(const torch::Tensor& position_ids, const RopeFrequencies& rope);
-// x (B, H, T, D) rotated by the angles of its positions (HF's rotate-half layout).
+// x (B, H, T, D) rotated by the angles of its positions (HF's rotate-half layout). Angles of fewer
+// dimensions R than D (partial rotary) turn the first R and leave the rest.
 torch::Tensor rotate(const torch::Tensor& x, const RotaryAngles& angles);
 
 // Llama's rotary embedding in the Hugging Face rotate-half layout.
@@ -55,7 +58,7 @@ torch::Tensor rotate(const torch::Tensor& x, const RotaryAngles& angles);
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& position_ids, double theta);
 
 // rope_theta and rope_scaling (v4) or rope_parameters (v5) of a config.json into c.rope_theta and
-// c.rope (c.max_seq_len and c.head_dim() must be set). InputError naming the key.
+// c.rope (c.max_seq_len and c.rotary_dim() must be set). InputError naming the key.
 void read_hf_rope(const HfConfigJson& j, ModelConfig& c);
 // The same keys as transformers v4 writes them (v5 migrates them on load).
 void write_hf_rope(const ModelConfig& c, nlohmann::json& j);

@@ -29,7 +29,9 @@ constexpr double kLogitTol = 1e-5;
 const std::vector<std::string> kFixtures = {"llama_gqa",      "llama_tied_v5",       "qwen2_sharded_bf16",
                                             "gpt2",           "gpt2_noprefix_f16",   "mistral_window",
                                             "qwen2_window_layers", "llama_yarn",   "llama_dynamic",
-                                            "llama_longrope"};
+                                            "llama_longrope", "qwen3_gqa",         "qwen3_tied_bf16",
+                                            "phi3_longrope",  "phi3_partial_bf16", "gemma2_bf16",
+                                            "gemma3_text"};
 
 std::string fixture_dir(const std::string& name) { return std::string(LMFORGE_SOURCE_DIR) + "/tests/fixtures/hf/" + name; }
 
