@@ -233,11 +233,17 @@ class NcclWork : public Work {
   NcclWork(cudaEvent_t done, std::vector<torch::Tensor> keep_alive)
       : done_(done), keep_alive_(std::move(keep_alive)) {}
   // LibTorch's stream already waits for the collective (see NcclState::end), so results are
-  // ordered for every later kernel; wait() also blocks the host, as the MPI handle does.
+  // ordered for every later kernel, and a host read of them (.cpu(), .item()) waits too. With a
+  // CUDA LibTorch the caching allocator also knows the buffers are in use on NCCL's stream
+  // (record_stream), so wait() does not block the host (tensor-parallel collectives cost no host
+  // synchronisation); without it, wait() blocks until the collective is done, as the MPI handle does.
+  // A collective that never finishes is the watchdog's either way.
   void wait() override {
     if (!done_) return;
+#if !LMFORGE_HAVE_C10_CUDA
     check_cuda(cudaEventSynchronize(done_), "EventSynchronize");
-    cudaEventDestroy(done_);
+#endif
+    cudaEventDestroy(done_);  // a pending event is released once it completes
     done_ = nullptr;
     keep_alive_.clear();
   }
