@@ -19,6 +19,18 @@ struct TrainedModel {
   std::vector<double> losses;
 };
 
+// The fixtures' loop: rows of 16 tokens, `micro_batch` per micro-step, `accum` micro-steps, lr 3e-3.
+inline trainer::TrainerSettings tiny_settings(int64_t steps, int64_t micro_batch, int64_t accum) {
+  trainer::TrainerSettings s;
+  s.train.max_steps = steps;
+  s.train.micro_batch_size = micro_batch;
+  s.train.grad_accum_steps = accum;
+  s.train.seq_len = 16;
+  s.train.log_every = 1000;
+  s.optim.lr = 3e-3;
+  return s;
+}
+
 // `micro_batch` sequences per rank per micro-step, `accum` micro-steps: the global batch is
 // micro_batch x accum x comm.size(). Same seeds everywhere, so layouts with equal global
 // batches train the same model.
@@ -33,13 +45,7 @@ inline TrainedModel train_tiny_gpt2(parallel::Comm& comm, int64_t steps, int64_t
   mc.n_heads = 3;
   mc.max_seq_len = 16;
   auto model = trainer::build_model(mc);
-  trainer::TrainerSettings s;
-  s.train.max_steps = steps;
-  s.train.micro_batch_size = micro_batch;
-  s.train.grad_accum_steps = accum;
-  s.train.seq_len = 16;
-  s.train.log_every = 1000;
-  s.optim.lr = 3e-3;
+  trainer::TrainerSettings s = tiny_settings(steps, micro_batch, accum);
   s.optim.grad_clip = 0.5;  // low enough to clip: exercises the global norm across ranks/shards
   s.zero = zero;
   auto tokens = torch::randint(0, 30, {2000}, at::detail::createCPUGenerator(4), torch::kLong);
@@ -92,14 +98,7 @@ inline TrainedModel train_masked_llama(parallel::Comm& comm, int64_t steps, int6
   mc.n_kv_heads = 2;
   mc.max_seq_len = 16;
   auto model = trainer::build_model(mc);
-  trainer::TrainerSettings s;
-  s.train.max_steps = steps;
-  s.train.micro_batch_size = micro_batch;
-  s.train.grad_accum_steps = accum;
-  s.train.seq_len = 16;
-  s.train.log_every = 1000;
-  s.optim.lr = 3e-3;
-  trainer::Trainer t(model, s, std::make_unique<MaskedRows>(all_masked), {}, nullptr, comm);
+  trainer::Trainer t(model, tiny_settings(steps, micro_batch, accum), std::make_unique<MaskedRows>(all_masked), {}, nullptr, comm);
   t.run();
   return {model, t.losses()};
 }
